@@ -1,0 +1,201 @@
+"""The ``t2igan`` command: data, train, sample, eval.
+
+Errors caused by input (files, configs, captions) print as one ``error:`` line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from t2igan import T2IError
+
+
+# ----------------------------------------------------------------------------- data
+def cmd_data_synth(a) -> None:
+    from t2igan.data.synth import write_synthflowers
+
+    try:
+        summary = write_synthflowers(a.out, n=a.n, size=a.size, seed=a.seed, workers=a.workers,
+                                     overwrite=a.overwrite, progress=not a.quiet)
+    except (ValueError, FileExistsError) as e:
+        raise T2IError(str(e)) from None
+    print(f"SynthFlowers written to {summary['path']}: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
+
+
+def cmd_data_check(a) -> None:
+    from t2igan.data.folder import load_folder
+
+    root = Path(a.dir)
+    splits = [p.stem for p in sorted((root / "splits").glob("*.txt"))] or ["train"]
+    for s in splits:
+        d = load_folder(root, s)
+        ncap = sum(len(c) for c in d.captions)
+        for p in d.image_paths:  # decode every image once (raises on unreadable files)
+            from t2igan.data.folder import load_image
+            load_image(p, 8)
+        print(f"{s}: {len(d)} images, {ncap} captions" + (", attributes" if d.attributes else ""))
+    print(f"{root}: OK")
+
+
+# ----------------------------------------------------------------------------- train
+def build_training(cfg, resume: bool):
+    """Return a Trainer for the run config (damsm | dfgan | evaluator handled by caller)."""
+    from t2igan.data.dataset import TextImageDataset
+    from t2igan.data.folder import load_folder
+    from t2igan.data.text import Vocabulary
+    from t2igan.train.trainer import Trainer
+
+    import torch
+
+    data = load_folder(cfg.data.root, cfg.data.split)
+    torch.manual_seed(cfg.train.seed)  # weight initialisation is part of the seeded run
+    if cfg.task == "damsm":
+        from t2igan.train.steps import DAMSMStep
+
+        vocab_path = Path(cfg.train.out_dir) / "pipeline" / "vocab.json"
+        if resume and vocab_path.is_file():
+            vocab = Vocabulary.load(vocab_path)
+        else:
+            vocab = Vocabulary.build((c for caps in data.captions for c in caps), cfg.data.min_word_count)
+        task = DAMSMStep(cfg, vocab)
+    elif cfg.task == "dfgan":
+        from t2igan.pipeline import load_text_encoder
+        from t2igan.train.steps import DFGANStep
+
+        enc, args, vocab, max_words = load_text_encoder(cfg.text_encoder)
+        if max_words != cfg.data.max_words:
+            raise T2IError(f"data.max_words={cfg.data.max_words} but the text encoder in {cfg.text_encoder} uses {max_words}")
+        task = DFGANStep(cfg, vocab, enc, args)
+    else:
+        raise T2IError(f"task {cfg.task!r} is not trained by the GAN trainer")
+    dataset = TextImageDataset(data, vocab, cfg.data.image_size, cfg.data.max_words, cfg.data.crop,
+                               progress=cfg.train.progress)
+    captions = list(cfg.train.sample_captions) or default_sample_captions(cfg.data.root, data)
+    return Trainer(cfg, task, dataset, captions, resume=resume)
+
+
+def default_sample_captions(root, train_data, k: int = 8) -> list[str]:
+    from t2igan.data.folder import load_folder
+
+    try:
+        d = load_folder(root, "test")
+    except T2IError:
+        d = train_data
+    step = max(1, len(d) // k)
+    return [d.captions[i][0] for i in range(0, len(d), step)][:k]
+
+
+def cmd_train(a) -> None:
+    from t2igan.config import load_config
+
+    cfg = load_config(a.config, a.overrides)
+    if cfg.task == "evaluator":
+        from t2igan.eval.evaluator import train_evaluator
+
+        out = train_evaluator(cfg)
+        print(f"evaluator saved to {out}")
+        return
+    trainer = build_training(cfg, a.resume)
+    s = trainer.fit()
+    print(f"trained {cfg.task} to step {s['step']} ({s['stopped_by']}) in {s['wall_seconds']:.0f} s, "
+          f"{s['images_per_s']:.1f} images/s on {s['device']}")
+    print(f"run folder: {trainer.out}  (pipeline: {s['pipeline']}; samples: {s['samples']}; "
+          f"TensorBoard: tensorboard --logdir {trainer.out / 'logs'})")
+
+
+# ----------------------------------------------------------------------------- sample
+def cmd_sample(a) -> None:
+    from torchvision.utils import save_image
+
+    from t2igan.pipeline import Pipeline
+
+    if a.n < 1 or a.n > 64:
+        raise T2IError(f"-n must be between 1 and 64, got {a.n}")
+    pipe = Pipeline.from_pretrained(a.run, device=a.device)
+    imgs = pipe.generate(a.captions, seed=a.seed, n=a.n, truncation=a.truncation)
+    if pipe.last_dropped_words:
+        print(f"note: words not in the model's vocabulary were ignored: {', '.join(pipe.last_dropped_words)}", file=sys.stderr)
+    out = Path(a.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise T2IError(f"output must end in .png, .jpg or .webp: {out}")
+    save_image(imgs, out, nrow=a.n, padding=2 if imgs.size(0) > 1 else 0)
+    print(f"wrote {imgs.size(0)} image(s) ({len(a.captions)} caption(s) x {a.n}, seed {a.seed}) to {out}")
+
+
+# ----------------------------------------------------------------------------- eval
+def cmd_eval(a) -> None:
+    from t2igan.eval.run import evaluate_run, format_table
+
+    splits = tuple(s for s in a.splits.split(",") if s)
+    res = evaluate_run(a.run, a.evaluator, n_samples=a.n_samples, splits=splits, seed=a.seed,
+                       batch_size=a.batch_size, device=a.device, data_root=a.data_root)
+    print(format_table(res))
+    print(f"metrics written to {Path(a.run) / 'eval' / 'metrics.json'}")
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="t2igan", description="Text-to-image synthesis with GANs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="make or check datasets").add_subparsers(dest="data_command", required=True)
+    s = d.add_parser("synth", help="write SynthFlowers (the built-in procedural dataset)")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--n", type=int, default=10000, help="number of images")
+    s.add_argument("--size", type=int, default=64, help="image side, 32..256")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty folder")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_data_synth)
+    c = d.add_parser("check", help="validate a dataset folder (every caption file and image)")
+    c.add_argument("dir")
+    c.set_defaults(func=cmd_data_check)
+
+    t = sub.add_parser("train", help="train from a YAML config, e.g. configs/dfgan_synth64.yaml train.batch_size=32")
+    t.add_argument("config", help="YAML run config")
+    t.add_argument("overrides", nargs="*", help="dotted overrides key.path=value")
+    t.add_argument("--resume", action="store_true", help="continue the checkpoint in train.out_dir")
+    t.set_defaults(func=cmd_train)
+
+    sm = sub.add_parser("sample", help="generate images for captions")
+    sm.add_argument("run", help="run folder or pipeline folder")
+    sm.add_argument("captions", nargs="+")
+    sm.add_argument("-o", "--output", default="samples.png")
+    sm.add_argument("-n", type=int, default=1, help="images per caption")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--truncation", type=float, default=None, help="clamp noise to [-t, t]")
+    sm.add_argument("--device", default="cpu")
+    sm.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("eval", help="attribute accuracy and FID/KID in the evaluator space (SynthFlowers)")
+    e.add_argument("run", help="run folder")
+    e.add_argument("--evaluator", default="runs/evaluator_synth64", help="attribute evaluator folder")
+    e.add_argument("--n-samples", type=int, default=5000)
+    e.add_argument("--splits", default="test,novel")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch-size", type=int, default=100)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--data-root", default=None, help="dataset folder (default: the run's data.root)")
+    e.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except T2IError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Pipeline: vocabulary + text encoder + generator, saved and loaded as one folder.
+
+    pipe = Pipeline.from_pretrained("runs/dfgan_synth64")   # a run dir or its pipeline/ dir
+    images = pipe(["this flower has red petals"], seed=0, n=4)   # list of PIL images
+
+Folder layout (Hugging Face style)::
+
+    model_index.json      {"family": "dfgan", "image_size": 64, ...}
+    vocab.json
+    text_encoder/         config.json + model.safetensors
+    generator/            config.json + model.safetensors
+    image_encoder/        (DAMSM runs only)
+
+Unknown words in a caption are dropped (as the official AttnGAN/DF-GAN code does) and
+reported in ``pipe.last_dropped_words``; a caption with no known word is an error.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from t2igan import T2IError
+from t2igan.data.text import Vocabulary
+from t2igan.text.damsm import TextEncoder
+from t2igan.train import checkpoint as ckpt
+
+MODEL_INDEX = "model_index.json"
+MAX_IMAGES_PER_CALL = 4096
+
+
+def write_model_index(directory: Path, family: str, **info) -> None:
+    ckpt.write_json(Path(directory) / MODEL_INDEX, {"format": "t2igan-pipeline", "version": 1, "family": family, **info})
+
+
+def save_text_encoder(directory: Path, encoder: TextEncoder, args: dict, vocab: Vocabulary, max_words: int) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ckpt.save_component(encoder, directory / "text_encoder", "damsm_text_encoder", {**args, "max_words": max_words})
+    vocab.save(directory / "vocab.json")
+
+
+def load_text_encoder(directory: str | os.PathLike) -> tuple[TextEncoder, dict, Vocabulary, int]:
+    """(encoder in eval mode, constructor args, vocabulary, max_words) from a pipeline/run folder."""
+    d = resolve_dir(directory)
+    cfg, state = ckpt.read_component(d / "text_encoder", "damsm_text_encoder")
+    max_words = int(cfg.pop("max_words", 18))
+    vocab = Vocabulary.load(d / "vocab.json")
+    try:
+        enc = TextEncoder(**cfg)
+    except TypeError as e:
+        raise T2IError(f"{d / 'text_encoder' / 'config.json'}: bad arguments ({e})") from None
+    if enc.ntoken != len(vocab):
+        raise T2IError(f"{d}: text encoder has {enc.ntoken} tokens but vocab.json has {len(vocab)} words")
+    ckpt.load_state_strict(enc, state, str(d / "text_encoder"))
+    return enc.eval(), cfg, vocab, max_words
+
+
+def resolve_dir(path: str | os.PathLike) -> Path:
+    """Accept a pipeline folder or a run folder holding ``pipeline/``."""
+    p = Path(path)
+    if (p / MODEL_INDEX).is_file():
+        return p
+    if (p / "pipeline" / MODEL_INDEX).is_file():
+        return p / "pipeline"
+    if not p.exists():
+        raise T2IError(f"model folder not found: {p}")
+    raise T2IError(f"{p} is not a t2igan pipeline or run folder (no {MODEL_INDEX} in it or in {p / 'pipeline'})")
+
+
+def _build_generator(family: str, directory: Path) -> nn.Module:
+    from t2igan.models import dfgan
+
+    families = {"dfgan": ("dfgan_generator", dfgan.NetG)}
+    if family not in families:
+        raise T2IError(f"{directory}: family {family!r} has no generator (known: {', '.join(families)})")
+    kind, cls = families[family]
+    cfg, state = ckpt.read_component(directory / "generator", kind)
+    try:
+        g = cls(**cfg)
+    except TypeError as e:
+        raise T2IError(f"{directory / 'generator' / 'config.json'}: bad arguments ({e})") from None
+    ckpt.load_state_strict(g, state, str(directory / "generator"))
+    return g.eval()
+
+
+class Pipeline:
+    def __init__(self, vocab: Vocabulary, text_encoder: TextEncoder, generator: nn.Module, family: str,
+                 max_words: int, info: dict | None = None):
+        self.vocab, self.text_encoder, self.generator = vocab, text_encoder.eval(), generator.eval()
+        self.family, self.max_words, self.info = family, max_words, dict(info or {})
+        self.last_dropped_words: list[str] = []
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    @property
+    def image_size(self) -> int:
+        return int(self.info.get("image_size", getattr(self.generator, "imsize", 0)))
+
+    def to(self, device) -> "Pipeline":
+        self.text_encoder.to(device)
+        self.generator.to(device)
+        return self
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "Pipeline":
+        d = resolve_dir(path)
+        info = ckpt.read_json(d / MODEL_INDEX)
+        if info.get("format") != "t2igan-pipeline":
+            raise T2IError(f"{d / MODEL_INDEX}: not a t2igan pipeline index")
+        family = info.get("family")
+        if family == "damsm":
+            raise T2IError(f"{d} holds DAMSM encoders (a text/image encoder run), not an image generator")
+        enc, _, vocab, max_words = load_text_encoder(d)
+        gen = _build_generator(family, d)
+        return cls(vocab, enc, gen, family, max_words, info).to(device)
+
+    @torch.inference_mode()
+    def encode(self, captions: list[str]):
+        tokens, lengths, dropped = self.vocab.batch(list(captions), self.max_words)
+        self.last_dropped_words = dropped
+        dev = self.device
+        return self.text_encoder(tokens.to(dev), lengths.to(dev))
+
+    def noise(self, count: int, seed: int, truncation: float | None = None) -> torch.Tensor:
+        g = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(count, self.generator.nz, generator=g)
+        if truncation is not None:
+            if not truncation > 0:
+                raise T2IError(f"truncation must be > 0, got {truncation}")
+            z = z.clamp(-truncation, truncation)
+        return z
+
+    @torch.inference_mode()
+    def generate(self, captions: list[str], seed: int = 0, n: int = 1, batch_size: int = 64,
+                 truncation: float | None = None) -> torch.Tensor:
+        """Float images in [0, 1], ``[len(captions) * n, 3, S, S]``, caption-major; same seed, same images."""
+        if isinstance(captions, str):
+            captions = [captions]
+        if n < 1 or len(captions) * n > MAX_IMAGES_PER_CALL:
+            raise T2IError(f"n must be between 1 and {MAX_IMAGES_PER_CALL // max(len(captions), 1)}, got {n}")
+        _, sent, _ = self.encode(captions)
+        sent = sent.repeat_interleave(n, 0)
+        z = self.noise(sent.size(0), seed, truncation).to(self.device)
+        out = [self.generator(z[i:i + batch_size], sent[i:i + batch_size]) for i in range(0, sent.size(0), batch_size)]
+        return torch.cat(out).float().add(1).div(2).clamp(0, 1)
+
+    def __call__(self, captions: list[str], seed: int = 0, n: int = 1, truncation: float | None = None):
+        from PIL import Image
+
+        x = self.generate(captions, seed=seed, n=n, truncation=truncation)
+        arr = x.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(a) for a in arr]
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        final = Path(directory)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt.fresh_tmp(final)
+        te = self.text_encoder
+        args = dict(ntoken=te.ntoken, ninput=te.ninput, nhidden=te.nef, nlayers=te.nlayers,
+                    drop_prob=te.drop.p, bidirectional=te.num_directions == 2)
+        save_text_encoder(tmp, te, args, self.vocab, self.max_words)
+        g = self.generator
+        ckpt.save_component(g, tmp / "generator", "dfgan_generator",
+                            dict(ngf=g.ngf, nz=g.nz, cond_dim=g.cond_dim, imsize=g.imsize, ch_size=g.ch_size))
+        write_model_index(tmp, **{**self.info, "family": self.family})
+        ckpt.replace_dir(tmp, final)

@@ -1,0 +1,139 @@
+"""One optimisation step per model family (the trainer owns everything else)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from t2igan.data.dataset import Batch
+from t2igan.data.text import Vocabulary
+from t2igan.models import dfgan
+from t2igan.pipeline import save_text_encoder, write_model_index
+from t2igan.text import damsm
+from t2igan.train import checkpoint as ckpt
+
+
+def _adam(params, lr, o, fused: bool = False):
+    return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+
+
+class DAMSMStep:
+    """Pretrain the DAMSM text and image encoders with the word + sentence matching losses."""
+
+    ema_of = None
+
+    def __init__(self, cfg, vocab: Vocabulary):
+        self.cfg, self.vocab = cfg, vocab
+        t, i = cfg.text, cfg.image
+        self.text_args = dict(ntoken=len(vocab), ninput=t.word_dim, nhidden=t.embed_dim, nlayers=t.num_layers, drop_prob=t.dropout)
+        self.image_args = dict(nef=t.embed_dim, width=i.width, image_size=i.image_size)
+        self.text_encoder = damsm.TextEncoder(**self.text_args)
+        self.image_encoder = damsm.ImageEncoder(**self.image_args)
+        self.modules = {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder}
+        params = list(self.text_encoder.parameters()) + list(self.image_encoder.parameters())
+        self.optimizers = {"adam": _adam(params, cfg.optim.lr_g, cfg.optim)}
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        L = self.cfg.loss
+        regions, code = self.image_encoder(batch.images[-1])
+        words, sent, mask = self.text_encoder(batch.tokens, batch.lengths)
+        w0, w1 = damsm.words_loss(regions, words, mask, L.gamma1, L.gamma2, L.gamma3)
+        s0, s1 = damsm.sentence_loss(code, sent, L.gamma3)
+        with torch.no_grad():
+            sims = nn.functional.normalize(code, dim=1) @ nn.functional.normalize(sent, dim=1).t()
+            acc = (sims.argmax(1) == torch.arange(sims.size(0), device=sims.device)).float().mean()
+        return {"loss": w0 + w1 + s0 + s1, "w_loss": w0 + w1, "s_loss": s0 + s1, "i2t_acc": acc}
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        out = self.losses(batch)
+        opt = self.optimizers["adam"]
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        if self.cfg.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.text_encoder.parameters(), self.cfg.optim.grad_clip)
+        opt.step()
+        return {k: v.detach() for k, v in out.items()}
+
+    def sample(self, tokens, lengths, seed, n, ema):
+        return None
+
+    def export(self, directory: Path, ema) -> None:
+        save_text_encoder(directory, self.text_encoder, self.text_args, self.vocab, self.cfg.data.max_words)
+        ckpt.save_component(self.image_encoder, directory / "image_encoder", "damsm_image_encoder", self.image_args)
+        write_model_index(directory, family="damsm", image_size=self.cfg.data.image_size)
+
+
+class DFGANStep:
+    """DF-GAN: hinge loss, matching-aware GP, one D and one G update per step (official order)."""
+
+    ema_of = "netG"
+
+    def __init__(self, cfg, vocab: Vocabulary, text_encoder: damsm.TextEncoder, text_args: dict):
+        self.cfg, self.vocab = cfg, vocab
+        self.text_encoder, self.text_args = text_encoder.eval().requires_grad_(False), text_args
+        m, size = cfg.model, cfg.data.image_size
+        cond = text_encoder.nef
+        self.g_args = dict(ngf=m.ngf, nz=m.nz, cond_dim=cond, imsize=size, ch_size=m.ch_size)
+        self.netG = dfgan.NetG(**self.g_args)
+        self.netD = dfgan.NetD(ndf=m.ndf, imsize=size, ch_size=m.ch_size)
+        self.netC = dfgan.NetC(ndf=m.ndf, cond_dim=cond)
+        self.modules = {"netG": self.netG, "netD": self.netD, "netC": self.netC}
+        o = cfg.optim
+        self.optimizers = {
+            "G": _adam(self.netG.parameters(), o.lr_g, o),
+            "D": _adam(list(self.netD.parameters()) + list(self.netC.parameters()), o.lr_d, o),
+        }
+
+    def to_device(self, device):
+        self.text_encoder.to(device)
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        o = self.cfg.optim
+        self.text_encoder.eval()  # frozen: no dropout
+        imgs = batch.images[-1]
+        with torch.no_grad():
+            _, sent, _ = self.text_encoder(batch.tokens, batch.lengths)
+        B = imgs.size(0)
+        imgs = imgs.requires_grad_(True)
+        sent = sent.detach().requires_grad_(True)
+        # --- discriminator
+        real_f = self.netD(imgs)
+        pred_real = self.netC(real_f, sent)
+        d_real = dfgan.hinge_d(pred_real, True)
+        mis_f = torch.cat((real_f[1:], real_f[:1]), 0)  # real image, caption of another image
+        d_mis = dfgan.hinge_d(self.netC(mis_f, sent), False)
+        noise = torch.randn(B, self.cfg.model.nz, device=imgs.device)
+        fake = self.netG(noise, sent.detach())
+        d_fake = dfgan.hinge_d(self.netC(self.netD(fake.detach()), sent), False)
+        gp = dfgan.matching_aware_gp(pred_real, imgs, sent, o.gp_weight, o.gp_power)
+        d_loss = d_real + (d_fake + d_mis) / 2.0 + gp
+        self.optimizers["D"].zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.optimizers["D"].step()
+        # --- generator
+        g_loss = -self.netC(self.netD(fake), sent.detach()).mean()
+        self.optimizers["G"].zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.optimizers["G"].step()
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "d_real": d_real.detach(),
+                "d_fake": d_fake.detach(), "d_mis": d_mis.detach(), "ma_gp": gp.detach()}
+
+    @torch.no_grad()
+    def sample(self, tokens, lengths, seed, n, ema):
+        g = ema if ema is not None else self.netG
+        was = g.training
+        g.eval()
+        _, sent, _ = self.text_encoder(tokens, lengths)
+        sent = sent.repeat_interleave(n, 0)
+        gen = torch.Generator().manual_seed(seed)
+        noise = torch.randn(sent.size(0), self.cfg.model.nz, generator=gen).to(sent.device)
+        out = g(noise, sent)
+        g.train(was)
+        return out
+
+    def export(self, directory: Path, ema) -> None:
+        save_text_encoder(directory, self.text_encoder, self.text_args, self.vocab, self.cfg.data.max_words)
+        ckpt.save_component(ema if ema is not None else self.netG, directory / "generator", "dfgan_generator", self.g_args)
+        write_model_index(directory, family="dfgan", image_size=self.cfg.data.image_size,
+                          generator_weights="ema" if ema is not None else "raw")

@@ -1,0 +1,254 @@
+"""The one training loop of the project.
+
+A model family supplies a :class:`TrainStep` (its networks, optimisers and one optimisation
+step); the trainer owns the device, data order, augmentation, EMA, checkpoints, resume,
+progress bar, TensorBoard scalars, sample grids and the exported pipeline.
+
+Run directory::
+
+    RUN/config.yaml                 the full run config
+    RUN/checkpoint/modules.safetensors, ema.safetensors, trainer_state.pt
+    RUN/pipeline/                   exported Pipeline (EMA generator when EMA is on)
+    RUN/samples/step_XXXXXXX.png    sample grids for the fixed captions (+ captions.txt)
+    RUN/logs/                       TensorBoard event files
+    RUN/train_summary.json          steps, wall time, images/s
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from t2igan import T2IError
+from t2igan.config import save_config
+from t2igan.data.dataset import Batch, EpochBatchSampler, TextImageDataset, augment, multiscale
+from t2igan.train import checkpoint as ckpt
+
+
+class TrainStep(Protocol):
+    modules: dict[str, nn.Module]  # saved in checkpoints
+    optimizers: dict[str, torch.optim.Optimizer]
+    ema_of: str | None  # name of the module whose EMA is kept (generator), or None
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]: ...
+
+    def sample(self, tokens: torch.Tensor, lengths: torch.Tensor, seed: int, n: int, ema: nn.Module | None) -> torch.Tensor | None: ...
+
+    def export(self, directory: Path, ema: nn.Module | None) -> None: ...
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise T2IError(f"train.device: unknown device {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise T2IError(f"train.device is {name!r} but CUDA is not available on this machine")
+    return dev
+
+
+def collate(items: list[dict]) -> dict:
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    e, m = list(ema.parameters()), list(model.parameters())
+    torch._foreach_lerp_(e, m, 1.0 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+class Trainer:
+    def __init__(self, cfg, task: TrainStep, dataset: TextImageDataset, sample_captions: list[str],
+                 resume: bool = False, device: torch.device | None = None):
+        self.cfg, self.task, self.dataset = cfg, task, dataset
+        self.tc = cfg.train
+        self.out = Path(self.tc.out_dir)
+        self.device = device or pick_device(self.tc.device)
+        self.sample_captions = sample_captions
+        has_ckpt = (self.out / "checkpoint" / "trainer_state.pt").is_file()
+        if has_ckpt and not resume:
+            raise T2IError(f"{self.out} already holds a checkpoint; pass --resume to continue it or set train.out_dir to a new folder")
+        if resume and not has_ckpt:
+            raise T2IError(f"--resume: no checkpoint in {self.out / 'checkpoint'}")
+        self.resume = resume
+        self.ema: nn.Module | None = None
+        if task.ema_of and self.tc.ema_decay > 0:
+            self.ema = copy.deepcopy(task.modules[task.ema_of]).eval().requires_grad_(False)
+        self.step = 0
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> None:
+        final = self.out / "checkpoint"
+        tmp = ckpt.fresh_tmp(final)
+        flat = {f"{name}/{k}": v for name, m in self.task.modules.items() for k, v in ckpt.state_dict_cpu(m).items()}
+        from safetensors.torch import save_file
+        save_file(flat, str(tmp / "modules.safetensors"))
+        if self.ema is not None:
+            save_file(ckpt.state_dict_cpu(self.ema), str(tmp / "ema.safetensors"))
+        state = {
+            "step": self.step,
+            "optimizers": {k: o.state_dict() for k, o in self.task.optimizers.items()},
+            "rng_cpu": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        ckpt.save_trainer_state(tmp / "trainer_state.pt", state)
+        ckpt.replace_dir(tmp, final)
+        self.export()
+
+    def export(self) -> None:
+        final = self.out / "pipeline"
+        tmp = ckpt.fresh_tmp(final)
+        self.task.export(tmp, self.ema)
+        ckpt.replace_dir(tmp, final)
+
+    def load_checkpoint(self) -> None:
+        d = self.out / "checkpoint"
+        flat = ckpt.load_weights(d / "modules.safetensors")
+        for name, m in self.task.modules.items():
+            part = {k[len(name) + 1:]: v for k, v in flat.items() if k.startswith(name + "/")}
+            ckpt.load_state_strict(m, part, f"{d / 'modules.safetensors'} [{name}]")
+        if self.ema is not None:
+            ckpt.load_state_strict(self.ema, ckpt.load_weights(d / "ema.safetensors"), str(d / "ema.safetensors"))
+        state = ckpt.load_trainer_state(d / "trainer_state.pt")
+        for k, o in self.task.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        self.step = int(state["step"])
+
+    # ------------------------------------------------------------------ samples
+    def write_samples(self) -> Path | None:
+        if not self.sample_captions:
+            return None
+        from torchvision.utils import save_image
+        tokens, lengths, _ = self.dataset.vocab.batch(self.sample_captions, self.dataset.max_words)
+        imgs = self.task.sample(tokens.to(self.device), lengths.to(self.device), self.tc.seed, 4, self.ema)
+        if imgs is None:
+            return None
+        d = self.out / "samples"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "captions.txt").write_text("\n".join(self.sample_captions) + "\n", encoding="utf-8")
+        path = d / f"step_{self.step:07d}.png"
+        save_image(imgs.float().cpu(), path, nrow=4, normalize=True, value_range=(-1, 1))
+        return path
+
+    # ------------------------------------------------------------------ loop
+    def batches(self):
+        sampler = EpochBatchSampler([len(c) for c in self.dataset.data.captions], self.tc.batch_size,
+                                    self.tc.seed, start_step=self.step)
+        w = self.cfg.data.workers
+        loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=w, collate_fn=collate,
+                            pin_memory=self.device.type == "cuda", persistent_workers=w > 0,
+                            prefetch_factor=4 if w > 0 else None,
+                            generator=torch.Generator().manual_seed(self.tc.seed))  # keeps the global RNG untouched
+        return iter(loader)
+
+    def to_batch(self, raw: dict, step: int) -> Batch:
+        dev = self.device
+        g = torch.Generator().manual_seed(self.tc.seed * 1_000_003 + step)
+        img = raw["image"].to(dev, non_blocking=True)
+        x = augment(img, self.cfg.data.image_size, self.cfg.data.crop, self.cfg.data.flip, g)
+        return Batch(
+            images=multiscale(x, self.cfg.data.num_scales),
+            tokens=raw["tokens"].to(dev, non_blocking=True), lengths=raw["length"].to(dev, non_blocking=True),
+            wrong_tokens=raw["wrong_tokens"].to(dev, non_blocking=True),
+            wrong_lengths=raw["wrong_length"].to(dev, non_blocking=True),
+            index=raw["index"],
+        )
+
+    def fit(self) -> dict:
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        tc = self.tc
+        if tc.threads > 0:
+            torch.set_num_threads(tc.threads)
+        torch.manual_seed(tc.seed)
+        for m in self.task.modules.values():
+            m.to(self.device)
+        if hasattr(self.task, "to_device"):  # frozen parts that are not checkpointed
+            self.task.to_device(self.device)
+        if self.ema is not None:
+            self.ema.to(self.device)
+        if self.resume:
+            self.load_checkpoint()
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.out / "config.yaml")
+        writer = SummaryWriter(str(self.out / "logs"), purge_step=self.step if self.resume else None)
+        start_step, t0 = self.step, time.perf_counter()
+        deadline = t0 + tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
+        bar = tqdm(total=tc.max_steps, initial=self.step, desc=f"train {self.cfg.task}", unit="it",
+                   disable=not tc.progress, dynamic_ncols=True)
+        it = self.batches()
+        stopped = "max_steps"
+        restore = None
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM (and SIGINT, which background jobs ignore) stop at a step boundary and save
+            restore = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            while self.step < tc.max_steps:
+                batch = self.to_batch(next(it), self.step)
+                for m in self.task.modules.values():
+                    m.train()
+                logs = self.task.train_step(batch, self.step)
+                self.step += 1
+                if self.ema is not None:
+                    decay = tc.ema_decay if self.step > tc.ema_start else 0.0
+                    ema_update(self.ema, self.task.modules[self.task.ema_of], decay)
+                bar.update(1)
+                if self.step % tc.log_every == 0 or self.step == tc.max_steps:
+                    vals = {k: float(v) for k, v in logs.items()}  # the only host sync of the step
+                    elapsed = time.perf_counter() - t0
+                    ips = (self.step - start_step) * tc.batch_size / max(elapsed, 1e-9)
+                    for k, v in vals.items():
+                        writer.add_scalar(f"train/{k}", v, self.step)
+                    writer.add_scalar("train/images_per_s", ips, self.step)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in list(vals.items())[:4]} | {"img/s": f"{ips:.1f}"})
+                if tc.sample_every and self.step % tc.sample_every == 0:
+                    self.write_samples()
+                if tc.ckpt_every and self.step % tc.ckpt_every == 0:
+                    self.save_checkpoint()
+                if time.perf_counter() > deadline:
+                    stopped = "max_minutes"
+                    break
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+        finally:
+            bar.close()
+            if restore is not None:
+                signal.signal(signal.SIGTERM, restore)
+        elapsed = time.perf_counter() - t0
+        self.save_checkpoint()
+        grid = self.write_samples()
+        writer.close()
+        summary = {
+            "task": self.cfg.task, "step": self.step, "steps_this_run": self.step - start_step,
+            "stopped_by": stopped, "wall_seconds": round(elapsed, 2),
+            "images_per_s": round((self.step - start_step) * tc.batch_size / max(elapsed, 1e-9), 2),
+            "batch_size": tc.batch_size, "device": str(self.device), "threads": torch.get_num_threads(),
+            "samples": str(grid) if grid else None, "pipeline": str(self.out / "pipeline"),
+        }
+        prev = self.out / "train_summary.json"
+        history = []
+        if self.resume and prev.is_file():
+            try:
+                history = json.loads(prev.read_text()).get("runs", [])
+            except ValueError:
+                history = []
+        ckpt.write_json(prev, {**summary, "runs": history + [summary]})
+        return summary

@@ -112,6 +112,7 @@ class TrainConfig:
     log_every: int = 50
     sample_every: int = 500  # sample grid for the fixed captions
     ckpt_every: int = 1000
+    snapshot_every: int = 0  # also keep a copy of the exported pipeline every N steps in snapshots/ (0 = off)
     progress: bool = True
     sample_captions: list[str] = field(default_factory=list)  # fixed captions for grids (empty: first test captions)
 

@@ -62,5 +62,5 @@ def tiny_dfgan(tiny_data, tiny_damsm, tmp_path_factory) -> Path:
     from t2igan.cli import build_training
 
     out = tmp_path_factory.mktemp("runs") / "dfgan"
-    build_training(dfgan_config(tiny_data, tiny_damsm, out, **{"train.sample_every": 1}), resume=False).fit()
+    build_training(dfgan_config(tiny_data, tiny_damsm, out, **{"train.sample_every": 1, "train.snapshot_every": 1}), resume=False).fit()
     return out

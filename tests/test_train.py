@@ -27,6 +27,9 @@ def test_dfgan_smoke(tiny_dfgan):
     flat = load_file(str(tiny_dfgan / "checkpoint" / "modules.safetensors"))
     assert any(k.startswith("netG/") for k in flat) and any(k.startswith("netC/") for k in flat)
     assert all(torch.isfinite(v).all() for v in flat.values())
+    snaps = sorted(p.name for p in (tiny_dfgan / "snapshots").iterdir())
+    assert snaps == ["step_0000001", "step_0000002"]
+    assert json.loads((tiny_dfgan / "snapshots" / "step_0000001" / "snapshot.json").read_text())["step"] == 1
 
 
 def test_resume_matches_uninterrupted_run(tiny_data, tiny_damsm, tmp_path):

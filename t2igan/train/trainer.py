@@ -115,6 +115,14 @@ class Trainer:
         self.task.export(tmp, self.ema)
         ckpt.replace_dir(tmp, final)
 
+    def snapshot(self) -> None:
+        """Keep the exported pipeline of this step (for accuracy-vs-time curves)."""
+        final = self.out / "snapshots" / f"step_{self.step:07d}"
+        tmp = ckpt.fresh_tmp(final)
+        self.task.export(tmp, self.ema)
+        ckpt.write_json(tmp / "snapshot.json", {"step": self.step, "minutes": round((time.perf_counter() - self._t0) / 60, 2)})
+        ckpt.replace_dir(tmp, final)
+
     def load_checkpoint(self) -> None:
         d = self.out / "checkpoint"
         flat = ckpt.load_weights(d / "modules.safetensors")
@@ -191,9 +199,12 @@ class Trainer:
         save_config(self.cfg, self.out / "config.yaml")
         writer = SummaryWriter(str(self.out / "logs"), purge_step=self.step if self.resume else None)
         start_step, t0 = self.step, time.perf_counter()
+        self._t0 = t0
         deadline = t0 + tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
-        bar = tqdm(total=tc.max_steps, initial=self.step, desc=f"train {self.cfg.task}", unit="it",
-                   disable=not tc.progress, dynamic_ncols=True)
+        # with a time limit the step count is open-ended: the bar then counts steps and the
+        # postfix shows the time left before max_minutes
+        bar = tqdm(total=tc.max_steps if tc.max_minutes <= 0 else None, initial=self.step,
+                   desc=f"train {self.cfg.task}", unit="it", disable=not tc.progress, dynamic_ncols=True)
         it = self.batches()
         stopped = "max_steps"
         restore = None
@@ -218,11 +229,16 @@ class Trainer:
                     for k, v in vals.items():
                         writer.add_scalar(f"train/{k}", v, self.step)
                     writer.add_scalar("train/images_per_s", ips, self.step)
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in list(vals.items())[:4]} | {"img/s": f"{ips:.1f}"})
+                    post = {k: f"{v:.3g}" for k, v in list(vals.items())[:4]} | {"img/s": f"{ips:.1f}"}
+                    if deadline < math.inf:
+                        post["left"] = f"{max(0.0, deadline - time.perf_counter()) / 60:.1f}min"
+                    bar.set_postfix(post)
                 if tc.sample_every and self.step % tc.sample_every == 0:
                     self.write_samples()
                 if tc.ckpt_every and self.step % tc.ckpt_every == 0:
                     self.save_checkpoint()
+                if tc.snapshot_every and self.step % tc.snapshot_every == 0:
+                    self.snapshot()
                 if time.perf_counter() > deadline:
                     stopped = "max_minutes"
                     break

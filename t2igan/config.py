@@ -107,8 +107,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0 = torch default)
-    ema_decay: float = 0.999  # EMA of the generator (0 = off)
-    ema_start: int = 0  # steps before EMA starts tracking
+    ema_decay: float = 0.999  # EMA of the generator (0 = off); warmed up as min(decay, (1+k)/(10+k))
+    ema_start: int = 0  # the EMA copies the generator until this step, then averages
     log_every: int = 50
     sample_every: int = 500  # sample grid for the fixed captions
     ckpt_every: int = 1000

@@ -52,3 +52,10 @@ def test_cli_unknown_key_is_one_line_error(capsys):
     assert main(["train", "configs/dfgan_synth64.yaml", "train.nope=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown config key 'train.nope'") and "\n" not in err
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+
+    for p in sorted(Path("configs").glob("*.yaml")):
+        load_config(p)

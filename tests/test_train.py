@@ -92,3 +92,12 @@ def test_augment_and_multiscale():
     assert torch.equal(y, y2)
     scales = multiscale(y, 3)
     assert [s.shape[-1] for s in scales] == [16, 32, 64]
+
+
+def test_ema_decay_schedule():
+    from t2igan.train.trainer import ema_decay_at
+
+    assert ema_decay_at(5, 0.999, start=10) == 0.0  # copy before start
+    assert ema_decay_at(11, 0.999, start=10) == pytest.approx(2 / 11)
+    assert ema_decay_at(10 + 100, 0.999, start=10) == pytest.approx(101 / 110)
+    assert ema_decay_at(10 ** 6, 0.999, start=0) == 0.999

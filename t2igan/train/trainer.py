@@ -62,6 +62,16 @@ def collate(items: list[dict]) -> dict:
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
+def ema_decay_at(step: int, decay: float, start: int) -> float:
+    """EMA decay after ``step`` updates: 0 (copy) until ``start``, then warmed up as
+    ``min(decay, (1 + k) / (10 + k))`` with k steps since ``start``, so that a short run's
+    average is not dominated by the initial weights."""
+    k = step - start
+    if k <= 0:
+        return 0.0
+    return min(decay, (1 + k) / (10 + k))
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     e, m = list(ema.parameters()), list(model.parameters())
@@ -219,8 +229,7 @@ class Trainer:
                 logs = self.task.train_step(batch, self.step)
                 self.step += 1
                 if self.ema is not None:
-                    decay = tc.ema_decay if self.step > tc.ema_start else 0.0
-                    ema_update(self.ema, self.task.modules[self.task.ema_of], decay)
+                    ema_update(self.ema, self.task.modules[self.task.ema_of], ema_decay_at(self.step, tc.ema_decay, tc.ema_start))
                 bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == tc.max_steps:
                     vals = {k: float(v) for k, v in logs.items()}  # the only host sync of the step

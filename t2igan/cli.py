@@ -25,18 +25,60 @@ def cmd_data_synth(a) -> None:
 
 
 def cmd_data_check(a) -> None:
-    from t2igan.data.folder import load_folder
+    """Detect the layout (StackGAN/AttnGAN pickles, COCO json, t2igan/plain folder), load every
+    split, decode every image; each problem is printed as one line and the command fails."""
+    import numpy as np
+
+    from t2igan.data.birds import BoxedImages, detect_format, list_splits, load_any, load_image_box
 
     root = Path(a.dir)
-    splits = [p.stem for p in sorted((root / "splits").glob("*.txt"))] or ["train"]
-    for s in splits:
-        d = load_folder(root, s)
-        ncap = sum(len(c) for c in d.captions)
-        for p in d.image_paths:  # decode every image once (raises on unreadable files)
-            from t2igan.data.folder import load_image
-            load_image(p, 8)
-        print(f"{s}: {len(d)} images, {ncap} captions" + (", attributes" if d.attributes else ""))
+    if not root.is_dir():
+        raise T2IError(f"dataset folder not found: {root}")
+    fmt = detect_format(root)
+    if fmt is None:
+        raise T2IError(f"{root}: no known dataset layout (no train/filenames.pickle, annotations/captions_*.json, "
+                       "dataset.json, captions.jsonl or <image>.txt caption files)")
+    print(f"{root}: {fmt} layout")
+    problems: list[str] = []
+    for s in list_splits(root, fmt):
+        try:
+            d = load_any(root, s)
+        except T2IError as e:
+            problems.append(f"{s}: {e}")
+            continue
+        boxes = d.boxes if isinstance(d, BoxedImages) and d.boxes else None
+        bad = 0
+        for i, p in enumerate(d.image_paths):  # decode every image once (raises on unreadable files)
+            try:
+                load_image_box(p, 8, boxes[i] if boxes else None)
+            except T2IError as e:
+                bad += 1
+                if bad <= 5:
+                    problems.append(f"{s}: {e}")
+        if bad > 5:
+            problems.append(f"{s}: ... and {bad - 5} more unreadable images")
+        extra = [", attributes"] if d.attributes else []
+        if d.meta.get("embeddings") is not None:
+            extra.append(f", embeddings {list(d.meta['embeddings'].shape)}")
+        if d.meta.get("class_ids") is not None:
+            extra.append(f", {len(np.unique(d.meta['class_ids']))} classes")
+        if boxes:
+            extra.append(", bounding boxes")
+        print(f"{s}: {len(d)} images, {sum(len(c) for c in d.captions)} captions" + "".join(extra))
+    for line in problems:
+        print(f"problem: {line}", file=sys.stderr)
+    if problems:
+        raise T2IError(f"{root}: {len(problems)} problem(s) found")
     print(f"{root}: OK")
+
+
+def cmd_data_emoji(a) -> None:
+    from t2igan.data.emoji import build_emoji_dataset
+
+    r = build_emoji_dataset(a.tgz, a.out, overwrite=a.overwrite)
+    print(f"{r['name']} written to {r['path']}: {r['n']} images, {r['captions']} captions ("
+          + ", ".join(f"{k} {v}" for k, v in r["splits"].items())
+          + (f"; {r['skipped']} emoji without an image skipped" if r["skipped"] else "") + ")")
 
 
 # ----------------------------------------------------------------------------- train
@@ -200,9 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_data_synth)
-    c = d.add_parser("check", help="validate a dataset folder (every caption file and image)")
+    c = d.add_parser("check", help="validate a dataset folder: folder, StackGAN/AttnGAN birds/flowers, COCO")
     c.add_argument("dir")
     c.set_defaults(func=cmd_data_check)
+    em = d.add_parser("emoji", help="build an emoji dataset from an emoji-datasource-<set> npm tarball")
+    em.add_argument("--from", dest="tgz", required=True, metavar="PACKAGE.tgz",
+                    help="e.g. emoji-datasource-google-16.0.0.tgz from `npm pack emoji-datasource-google@16.0.0`")
+    em.add_argument("--out", required=True, help="output folder")
+    em.add_argument("--overwrite", action="store_true", help="replace an existing non-empty folder")
+    em.set_defaults(func=cmd_data_emoji)
 
     t = sub.add_parser("train", help="train from a YAML config, e.g. configs/dfgan_synth64.yaml train.batch_size=32")
     t.add_argument("config", help="YAML run config")

@@ -84,14 +84,14 @@ def cmd_data_emoji(a) -> None:
 # ----------------------------------------------------------------------------- train
 def build_training(cfg, resume: bool):
     """Return a Trainer for the run config (damsm | dfgan | evaluator handled by caller)."""
+    import torch
+
+    from t2igan.data.birds import load_any
     from t2igan.data.dataset import TextImageDataset
-    from t2igan.data.folder import load_folder
     from t2igan.data.text import Vocabulary
     from t2igan.train.trainer import Trainer
 
-    import torch
-
-    data = load_folder(cfg.data.root, cfg.data.split)
+    data = load_any(cfg.data.root, cfg.data.split)  # folder, StackGAN/AttnGAN birds/flowers or COCO layout
     torch.manual_seed(cfg.train.seed)  # weight initialisation is part of the seeded run
     if cfg.task == "damsm":
         from t2igan.train.steps import DAMSMStep
@@ -119,10 +119,10 @@ def build_training(cfg, resume: bool):
 
 
 def default_sample_captions(root, train_data, k: int = 8) -> list[str]:
-    from t2igan.data.folder import load_folder
+    from t2igan.data.birds import load_any
 
     try:
-        d = load_folder(root, "test")
+        d = load_any(root, "test")
     except T2IError:
         d = train_data
     step = max(1, len(d) // k)
@@ -278,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--data-root", default=None, help="dataset folder (default: the run's data.root)")
     e.set_defaults(func=cmd_eval)
+
     return p
 
 

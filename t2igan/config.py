@@ -199,8 +199,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
 
 
-def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a (nested) dict; unknown keys and wrong types raise."""
+def from_dict(cls: type, data: Any, prefix: str = "", base: Any = None) -> Any:
+    """Build dataclass ``cls`` from a (nested) dict; unknown keys and wrong types raise.
+
+    Keys absent from ``data`` keep their values in ``base`` (default: ``cls()``), so a
+    partial section such as ``optim: {lr_g: 1e-3}`` keeps the *task's* defaults for the
+    other keys of that section, not the plain section class's.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}': expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -211,8 +216,14 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
             f"unknown config key '{prefix}{unknown[0]}' (valid keys of '{prefix.rstrip('.') or cls.__name__}': "
             f"{', '.join(sorted(names))})"
         )
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
+    base = cls() if base is None else base
+    kwargs = {}
+    for k, v in data.items():
+        if dataclasses.is_dataclass(hints[k]):
+            kwargs[k] = from_dict(hints[k], v, prefix=prefix + k + ".", base=getattr(base, k))
+        else:
+            kwargs[k] = _coerce(v, hints[k], prefix + k)
+    return dataclasses.replace(base, **kwargs)
 
 
 def to_dict(cfg: Any) -> dict:

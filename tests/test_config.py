@@ -59,3 +59,14 @@ def test_every_shipped_config_loads():
 
     for p in sorted(Path("configs").glob("*.yaml")):
         load_config(p)
+
+
+def test_partial_section_keeps_task_defaults():
+    # the evaluator's data section defaults to crop=False and its optimiser to beta1=0.9;
+    # overriding one key of a section must not reset the others to the plain class defaults
+    cfg = load_config(None, ["data.root=x", "optim.lr_g=1e-3", "train.max_steps=5"], task="evaluator")
+    assert cfg.data.root == "x" and cfg.data.crop is False
+    assert cfg.optim.lr_g == 1e-3 and cfg.optim.beta1 == 0.9 and cfg.optim.weight_decay == 1e-4
+    assert cfg.train.max_steps == 5 and cfg.train.out_dir == "runs/evaluator_synth64" and cfg.train.ema_decay == 0.0
+    d = load_config(None, ["train.max_steps=3"], task="damsm")
+    assert d.train.batch_size == 48 and d.optim.grad_clip == 0.25

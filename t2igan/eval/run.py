@@ -230,13 +230,16 @@ def evaluate_run(run_dir, evaluator_dir, n_samples: int = 5000, splits=("test", 
     cfg_path = run_dir / "config.yaml"
     if not run_dir.is_dir():
         raise T2IError(f"run folder not found: {run_dir}")
-    if not cfg_path.is_file():
-        raise T2IError(f"{run_dir} has no config.yaml: not a t2igan training run folder")
-    cfg = load_config(cfg_path)
-    data = getattr(cfg, "data", None)
-    root = Path(data_root) if data_root is not None else (Path(data.root) if data is not None else None)
-    if root is None:
-        raise T2IError(f"{cfg_path} has no data section; pass data_root")
+    if data_root is not None:  # also lets a bare pipeline folder (e.g. a snapshot) be scored
+        root = Path(data_root)
+    elif not cfg_path.is_file():
+        raise T2IError(f"{run_dir} has no config.yaml: not a t2igan training run folder (pass --data-root "
+                       "to score a pipeline folder)")
+    else:
+        data = getattr(load_config(cfg_path), "data", None)
+        if data is None:
+            raise T2IError(f"{cfg_path} has no data section; pass data_root")
+        root = Path(data.root)
     if not root.is_dir():
         raise T2IError(f"dataset folder not found: {root} (from {'data_root' if data_root is not None else cfg_path}; "
                        "run from the folder it is relative to, or pass data_root)")

@@ -220,6 +220,13 @@ def cmd_demo(a) -> None:
     print(f"      try: t2igan sample {out / 'dfgan'} \"this flower has pink petals\" -n 4 -o pink.png")
 
 
+# ----------------------------------------------------------------------------- serve
+def cmd_serve(a) -> None:
+    from t2igan.serve.options import main as serve_main
+
+    serve_main(a)
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="t2igan", description="Text-to-image synthesis with GANs.")
@@ -279,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-root", default=None, help="dataset folder (default: the run's data.root)")
     e.set_defaults(func=cmd_eval)
 
+    from t2igan.serve.options import add_arguments as add_serve_arguments
+
+    sv = sub.add_parser("serve", help="web page + HTTP API (FastAPI) for one or more trained models")
+    add_serve_arguments(sv)
+    sv.set_defaults(func=cmd_serve)
     return p
 
 

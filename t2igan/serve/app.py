@@ -1,0 +1,429 @@
+"""The t2igan server: a FastAPI app with an OpenAPI spec and one web page.
+
+    app = create_app({"flowers": "runs/demo/dfgan"}, Settings(token="s3cret"))
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+
+Endpoints: ``POST /v1/generate``, ``POST /v1/interpolate``, ``GET /v1/models``, ``GET /healthz``,
+``GET /`` (the page), ``GET /docs`` and ``GET /openapi.json``. Every error is JSON
+``{"error": "<one line>", "status": <code>}``; bad input never stops the server.
+"""
+
+import asyncio
+import base64
+import io
+import os
+import re
+import secrets
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import torch
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+import t2igan
+from t2igan import T2IError
+from t2igan.pipeline import Pipeline
+from t2igan.serve.batcher import Job, ModelWorker, QueueFull
+
+PAGE = Path(__file__).with_name("index.html")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NO_EXTRAS = {"dfgan": "DF-GAN draws one image scale and has no word attention, so stages and attention are empty"}
+
+
+@dataclass
+class Settings:
+    """Server limits and switches (each is a ``t2igan serve`` option)."""
+
+    max_caption_chars: int = 300  # per caption
+    max_captions: int = 16  # per request
+    max_n: int = 16  # images per caption
+    max_images: int = 64  # per request (captions x n, or interpolation steps)
+    max_body_bytes: int = 64 * 1024  # request body; larger gets 413
+    max_queue: int = 64  # waiting requests per model; more gets 503 + Retry-After
+    timeout_s: float = 30.0  # per request; longer gets 504
+    batching: bool = True  # group concurrent requests into one forward pass
+    max_batch: int = 64  # images per forward pass
+    max_wait_ms: float = 10.0  # how long the first request waits for company
+    exact: bool = False  # pad forward passes so an image never depends on its batch (slower)
+    token: str | None = None  # bearer token for /v1/*; None: open
+    device: str = "cpu"
+    extra: dict = field(default_factory=dict)
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+# ----------------------------------------------------------------------------- models
+def parse_model_args(specs: list[str]) -> dict[str, str]:
+    """``["runs/a", "b=runs/x/pipeline"]`` -> ``{"a": "runs/a", "b": "runs/x/pipeline"}``."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        if "=" in spec and not Path(spec).exists():
+            name, path = spec.split("=", 1)
+        else:
+            p = Path(spec.rstrip("/\\"))
+            name, path = (p.parent.name if p.name == "pipeline" else p.name), spec
+        if not NAME_RE.match(name):
+            raise T2IError(f"model name {name!r} (from {spec!r}) must be letters, digits, '.', '_' or '-'; "
+                           f"use name=path to choose one")
+        if name in out:
+            raise T2IError(f"two models are named {name!r} ({out[name]} and {path}); use name=path to tell them apart")
+        out[name] = path
+    return out
+
+
+def _load(models: dict, device: str) -> dict[str, Pipeline]:
+    if not models:
+        raise T2IError("no model to serve")
+    pipes = {}
+    for name, m in models.items():
+        pipes[name] = m if isinstance(m, Pipeline) else Pipeline.from_pretrained(m, device=device)
+    return pipes
+
+
+# ----------------------------------------------------------------------------- app
+def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
+    """``models``: name -> run/pipeline folder or a loaded ``Pipeline``. Loads them and starts one
+    batching worker per model (stopped by ``app.state.close()`` or at server shutdown)."""
+    s = settings or Settings()
+    pipes = _load(models, s.device)
+    workers = {name: ModelWorker(name, p, batching=s.batching, max_batch=s.max_batch, max_wait_ms=s.max_wait_ms,
+                                 max_queue=s.max_queue, exact=s.exact) for name, p in pipes.items()}
+    default_model = next(iter(pipes))
+    token = s.token
+
+    def close():
+        for w in workers.values():
+            w.close()
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        close()
+
+    app = FastAPI(title="t2igan", version=t2igan.__version__, lifespan=lifespan,
+                  description="Text-to-image GAN server: generate images from captions with the served models.")
+    app.state.workers, app.state.settings, app.state.close = workers, s, close
+
+    # ------------------------------------------------------------------ schemas
+    Caption = Field(min_length=1, max_length=s.max_caption_chars)
+
+    class GenerateRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+            {"captions": ["this flower has red petals and a yellow center"], "n": 4, "seed": 0}]})
+        captions: list[Annotated[str, Caption]] = Field(
+            min_length=1, max_length=s.max_captions,
+            description=f"1 to {s.max_captions} captions of at most {s.max_caption_chars} characters")
+        n: int = Field(1, ge=1, le=s.max_n, description="images per caption")
+        seed: int = Field(0, ge=0, le=2**63 - 1, description="same seed, same images")
+        truncation: float | None = Field(None, gt=0, le=100, allow_inf_nan=False, description="clamp noise to [-t, t]")
+        model: str | None = Field(None, description=f"served model name (default: {default_model})")
+        return_stages: bool = Field(False, description="also return lower-resolution stage images when the model has them")
+        return_attention: bool = Field(False, description="also return word attention maps when the model has them")
+
+    class InterpolateRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+            {"caption_a": "a flower with red petals", "caption_b": "a flower with blue petals", "steps": 8, "seed": 0}]})
+        caption_a: str = Caption
+        caption_b: str = Caption
+        steps: int = Field(8, ge=2, le=min(16, s.max_images), description="images from caption A to caption B")
+        seed: int = Field(0, ge=0, le=2**63 - 1)
+        truncation: float | None = Field(None, gt=0, le=100, allow_inf_nan=False)
+        model: str | None = None
+
+    class Image(BaseModel):
+        caption_index: int = Field(description="which caption (interpolation: step index)")
+        index: int = Field(description="image number for that caption")
+        png_base64: str
+
+    class GenerateResponse(BaseModel):
+        model: str
+        family: str
+        image_size: int
+        seed: int
+        n: int
+        captions: list[str]
+        images: list[Image] = Field(description="caption-major: all images of caption 0, then caption 1, ...")
+        dropped_words: list[str] = Field(description="words not in the model's vocabulary, ignored")
+        stages: list[list[Image]] = Field(description="per stage, lower-resolution images (empty: model has none)")
+        attention: list[Image] = Field(description="word attention maps (empty: model has none)")
+        notes: list[str]
+        timing_ms: dict[str, float]
+
+    class InterpolateResponse(BaseModel):
+        model: str
+        family: str
+        image_size: int
+        seed: int
+        caption_a: str
+        caption_b: str
+        alphas: list[float]
+        images: list[Image]
+        dropped_words: list[str]
+        timing_ms: dict[str, float]
+
+    class ModelInfo(BaseModel):
+        name: str
+        family: str
+        image_size: int
+        default: bool
+        vocab_size: int
+        max_words: int
+        stages: bool
+        attention: bool
+        queued: int
+        stats: dict[str, int]
+
+    class ModelsResponse(BaseModel):
+        models: list[ModelInfo]
+        default: str
+        limits: dict[str, float | int | bool]
+
+    class Health(BaseModel):
+        status: str
+        models: list[str]
+        version: str
+
+    class ErrorBody(BaseModel):
+        error: str
+        status: int
+
+    err = {c: {"model": ErrorBody, "description": d} for c, d in [
+        (400, "bad request"), (401, "missing or wrong bearer token"), (404, "unknown model"),
+        (406, "image/png asked for more than one image"), (413, "request body too large"),
+        (422, "invalid input"), (503, "queue full, retry after the Retry-After seconds"), (504, "timed out")]}
+
+    # ------------------------------------------------------------------ errors
+    @app.exception_handler(APIError)
+    async def _api_error(_req, e: APIError):
+        return JSONResponse({"error": e.message, "status": e.status}, e.status, headers=e.headers)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_req, e: HTTPException):
+        msg = str(e.detail)
+        if e.status_code == 400 and "parsing the body" in msg:  # e.g. bytes that are not UTF-8
+            msg = "request body is not valid JSON in UTF-8"
+        return JSONResponse({"error": msg, "status": e.status_code}, e.status_code,
+                            headers=getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _internal_error(_req, e: Exception):  # a bug or an out-of-memory: still one JSON line
+        first = (str(e).splitlines() or [""])[0]
+        return JSONResponse({"error": f"internal error: {type(e).__name__}: {first}"[:300], "status": 500}, 500)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_req, e: RequestValidationError):
+        errors = e.errors()
+        first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            msg = "request body is not valid JSON in UTF-8"
+        elif first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
+            msg = "request body is missing (send JSON)"
+        else:
+            where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
+            msg = f"{where}: {first.get('msg', 'invalid')}"
+            if "input" in first and first.get("type") not in ("missing", "extra_forbidden"):
+                shown = repr(first["input"])
+                msg += f" (got {shown[:60] + '...' if len(shown) > 60 else shown})"
+        return JSONResponse({"error": msg, "status": 422}, 422)
+
+    # ------------------------------------------------------------------ body size
+    app.add_middleware(BodyLimit, max_bytes=s.max_body_bytes)
+
+    # ------------------------------------------------------------------ auth
+    bearer = HTTPBearer(auto_error=False, description="set with --token or T2IGAN_TOKEN; open when unset")
+
+    async def auth(cred: HTTPAuthorizationCredentials | None = Depends(bearer)):
+        if token is None:
+            return
+        if cred is None or not secrets.compare_digest(cred.credentials.encode(), token.encode()):
+            raise APIError(401, "missing or wrong bearer token (send 'Authorization: Bearer <token>')",
+                           {"WWW-Authenticate": "Bearer"})
+
+    # ------------------------------------------------------------------ helpers
+    def worker_for(name: str | None) -> ModelWorker:
+        name = default_model if name is None else name
+        if name not in workers:
+            shown = name if len(name) <= 60 else name[:60] + "..."
+            raise APIError(404, f"unknown model {shown!r}; served: {', '.join(workers)}")
+        return workers[name]
+
+    def check_caption(i: int, c: str) -> None:
+        if not c.strip():
+            raise APIError(422, f"caption {i} is empty")
+        if len(c) > s.max_caption_chars:
+            raise APIError(422, f"caption {i} is {len(c)} characters long; the limit is {s.max_caption_chars}")
+
+    def tokenize(w: ModelWorker, captions: list[str]):
+        try:
+            return w.pipe.vocab.batch(captions, w.pipe.max_words)
+        except T2IError as e:
+            raise APIError(422, str(e)) from None
+
+    async def run_job(w: ModelWorker, job: Job) -> torch.Tensor:
+        try:
+            fut = w.submit(job)
+        except QueueFull:
+            raise APIError(503, f"model {w.name!r} has {w.max_queue} requests waiting; retry shortly",
+                           {"Retry-After": "1"}) from None
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout=s.timeout_s)
+        except asyncio.TimeoutError:
+            fut.cancel()
+            raise APIError(504, f"request took longer than {s.timeout_s:g} s") from None
+        except T2IError as e:
+            raise APIError(422, str(e)) from None
+
+    def encode_png(x: torch.Tensor) -> bytes:
+        from PIL import Image as PILImage
+
+        buf = io.BytesIO()
+        PILImage.fromarray(x.numpy()).save(buf, format="PNG")
+        return buf.getvalue()
+
+    def encode_all(x: torch.Tensor) -> list[str]:
+        return [base64.b64encode(encode_png(im)).decode("ascii") for im in x]
+
+    def wants_png(request: Request, fmt: str | None) -> bool:
+        if fmt is not None:
+            return fmt == "png"
+        accept = request.headers.get("accept", "")
+        return "image/png" in accept and "application/json" not in accept
+
+    def timing(t0: float, job: Job) -> dict[str, float]:
+        done = time.perf_counter()
+        return {"total": round((done - t0) * 1000, 2), "queue": round((job.started - job.enqueued) * 1000, 2)}
+
+    # ------------------------------------------------------------------ routes
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @app.get("/healthz", response_model=Health, summary="liveness (never needs a token)")
+    async def healthz():
+        return Health(status="ok", models=list(workers), version=t2igan.__version__)
+
+    @app.get("/v1/models", response_model=ModelsResponse, dependencies=[Depends(auth)],
+             responses={401: err[401]}, summary="the served models and the server limits")
+    async def list_models():
+        infos = [ModelInfo(name=n, family=w.pipe.family, image_size=w.pipe.image_size, default=n == default_model,
+                           vocab_size=len(w.pipe.vocab), max_words=w.pipe.max_words, stages=False, attention=False,
+                           queued=w.queued(), stats=dict(w.stats)) for n, w in workers.items()]
+        limits = {k: getattr(s, k) for k in ("max_caption_chars", "max_captions", "max_n", "max_images",
+                                             "max_body_bytes", "max_queue", "timeout_s", "batching", "max_batch",
+                                             "max_wait_ms", "exact")}
+        return ModelsResponse(models=infos, default=default_model, limits=limits)
+
+    png_doc = {"content": {"image/png": {}}, "description": "one PNG image (exactly one image requested with "
+                                                             "?format=png or Accept: image/png)"}
+
+    @app.post("/v1/generate", response_model=GenerateResponse, dependencies=[Depends(auth)],
+              responses={**{c: err[c] for c in (401, 404, 406, 413, 422, 503, 504)}, 200: png_doc},
+              summary="images for captions (base64 PNGs in JSON, or one image/png)")
+    async def generate(req: GenerateRequest, request: Request,
+                       format: Literal["json", "png"] | None = Query(None, description="png: return image/png bytes "
+                                                                                       "(exactly one image)")):
+        t0 = time.perf_counter()
+        w = worker_for(req.model)
+        for i, c in enumerate(req.captions):
+            check_caption(i, c)
+        if len(req.captions) * req.n > s.max_images:
+            raise APIError(422, f"{len(req.captions)} captions x n={req.n} is {len(req.captions) * req.n} images; "
+                                f"the limit is {s.max_images} per request")
+        png = wants_png(request, format)
+        if png and len(req.captions) * req.n != 1:
+            raise APIError(406, f"image/png returns exactly one image; this request asks for "
+                                f"{len(req.captions) * req.n} (use JSON)")
+        tokens, lengths, dropped = tokenize(w, req.captions)
+        job = Job("generate", tokens, lengths, req.seed, n=req.n, truncation=req.truncation)
+        x = await run_job(w, job)
+        if png:
+            data = await run_in_threadpool(encode_png, x[0])
+            headers = {"X-Seed": str(req.seed), "X-Model": w.name}
+            if dropped:
+                headers["X-Dropped-Words"] = ",".join(dropped)[:500].encode("ascii", "replace").decode()
+            return Response(data, media_type="image/png", headers=headers)
+        b64 = await run_in_threadpool(encode_all, x)
+        images = [Image(caption_index=i // req.n, index=i % req.n, png_base64=b) for i, b in enumerate(b64)]
+        notes = []
+        if req.return_stages or req.return_attention:
+            notes.append(NO_EXTRAS.get(w.pipe.family, f"{w.pipe.family} returns no stages or attention maps"))
+        if dropped:
+            notes.append("words not in the model's vocabulary were ignored: " + ", ".join(dropped))
+        return GenerateResponse(model=w.name, family=w.pipe.family, image_size=w.pipe.image_size, seed=req.seed,
+                                n=req.n, captions=req.captions, images=images, dropped_words=dropped, stages=[],
+                                attention=[], notes=notes, timing_ms=timing(t0, job))
+
+    @app.post("/v1/interpolate", response_model=InterpolateResponse, dependencies=[Depends(auth)],
+              responses={c: err[c] for c in (401, 404, 413, 422, 503, 504)},
+              summary="a row of images moving from caption A to caption B (same noise, mixed sentence vectors)")
+    async def interpolate(req: InterpolateRequest):
+        t0 = time.perf_counter()
+        w = worker_for(req.model)
+        check_caption(0, req.caption_a)
+        check_caption(1, req.caption_b)
+        tokens, lengths, dropped = tokenize(w, [req.caption_a, req.caption_b])
+        job = Job("interpolate", tokens, lengths, req.seed, steps=req.steps, truncation=req.truncation)
+        x = await run_job(w, job)
+        b64 = await run_in_threadpool(encode_all, x)
+        alphas = [round(i / (req.steps - 1), 6) for i in range(req.steps)]
+        return InterpolateResponse(model=w.name, family=w.pipe.family, image_size=w.pipe.image_size, seed=req.seed,
+                                   caption_a=req.caption_a, caption_b=req.caption_b, alphas=alphas,
+                                   images=[Image(caption_index=i, index=0, png_base64=b) for i, b in enumerate(b64)],
+                                   dropped_words=dropped, timing_ms=timing(t0, job))
+
+    return app
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` (by Content-Length or as read) gets 413 JSON."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def _too_large(self, scope, receive, send) -> None:
+        await JSONResponse({"error": f"request body is larger than {self.max_bytes} bytes", "status": 413}, 413)(
+            scope, receive, send)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        cl = dict(scope["headers"]).get(b"content-length")
+        if cl is not None and (not cl.isdigit() or int(cl) > self.max_bytes):
+            return await self._too_large(scope, receive, send)
+        body, more = b"", True
+        while more:  # read it all here, bounded, then replay it to the app
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await self._too_large(scope, receive, send)
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+def token_from_env(token: str | None) -> str | None:
+    t = token if token is not None else os.environ.get("T2IGAN_TOKEN")
+    return t or None

@@ -75,17 +75,25 @@ def main() -> None:
         evaluate_run(run, a.evaluator, n_samples=5000, data_root=a.data_root)
     final = json.loads(final_path.read_text())
     print(format_table(final))
+    train = json.loads((run / "train_summary.json").read_text())
     curve = []
     for snap in sorted((run / "snapshots").glob("step_*")):
         info = json.loads((snap / "snapshot.json").read_text())
+        if "train_minutes" not in info:  # older snapshots: minutes since that invocation started
+            prior, last = 0.0, 0
+            for r in train["runs"]:
+                if r["step"] >= info["step"] > last:
+                    break
+                prior, last = prior + r["wall_seconds"], r["step"]
+            info = {"step": info["step"], "minutes_this_run": info["minutes"],
+                    "train_minutes": round(prior / 60 + info["minutes"], 2)}
         t = time.perf_counter()
         res = evaluate_run(snap, a.evaluator, n_samples=a.curve_samples, data_root=a.data_root,
                            out=snap / "eval.json", progress=False)
         curve.append({**info, **summarise(res)})
-        print(f"step {info['step']:6d} ({info['minutes']:5.1f} min): " + ", ".join(
+        print(f"step {info['step']:6d} ({info['train_minutes']:5.1f} training min): " + ", ".join(
             f"{s} petal {v['petal_colour']:.3f} centre {v['centre_colour']:.3f} FID-SF {v['fid_sf']:.2f}"
             for s, v in curve[-1].items() if isinstance(v, dict)) + f"  [{time.perf_counter() - t:.0f} s]")
-    train = json.loads((run / "train_summary.json").read_text())
     result = {
         "benchmark": "DF-GAN on SynthFlowers-64, trained on this machine's CPU within train.max_minutes",
         "commands": COMMANDS, "machine": machine(), "train_summary": {k: v for k, v in train.items() if k != "runs"},

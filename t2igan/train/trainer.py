@@ -130,7 +130,9 @@ class Trainer:
         final = self.out / "snapshots" / f"step_{self.step:07d}"
         tmp = ckpt.fresh_tmp(final)
         self.task.export(tmp, self.ema)
-        ckpt.write_json(tmp / "snapshot.json", {"step": self.step, "minutes": round((time.perf_counter() - self._t0) / 60, 2)})
+        now = time.perf_counter() - self._t0
+        ckpt.write_json(tmp / "snapshot.json", {"step": self.step, "minutes_this_run": round(now / 60, 2),
+                                                "train_minutes": round((self._prior_seconds + now) / 60, 2)})
         ckpt.replace_dir(tmp, final)
 
     def load_checkpoint(self) -> None:
@@ -210,6 +212,10 @@ class Trainer:
         writer = SummaryWriter(str(self.out / "logs"), purge_step=self.step if self.resume else None)
         start_step, t0 = self.step, time.perf_counter()
         self._t0 = t0
+        self._prior_seconds = 0.0  # training wall time of earlier invocations of this run
+        if self.resume and (self.out / "train_summary.json").is_file():
+            runs = ckpt.read_json(self.out / "train_summary.json").get("runs", [])
+            self._prior_seconds = sum(float(r.get("wall_seconds", 0)) for r in runs)
         deadline = t0 + tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
         # with a time limit the step count is open-ended: the bar then counts steps and the
         # postfix shows the time left before max_minutes

@@ -5,7 +5,6 @@ Errors caused by input (files, configs, captions) print as one ``error:`` line a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -289,18 +289,6 @@ def accuracy_table(pred: torch.Tensor, target: torch.Tensor, names: list[str]) -
 
 
 # ----------------------------------------------------------------------------- training
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise T2IError(f"train.device: unknown device {name!r} (auto | cpu | cuda | cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise T2IError(f"train.device is {name!r} but CUDA is not available here")
-    return dev
-
-
 def _write_dir_atomically(final: Path, fill) -> None:
     """Fill a temp dir beside ``final``, then swap it in; an existing ``final`` survives failures."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -349,7 +337,9 @@ def train_evaluator(cfg, eval_splits: tuple[str, ...] = ("test", "novel")) -> Pa
         raise T2IError("train.max_steps and train.batch_size must be positive")
     if t.threads > 0:
         torch.set_num_threads(t.threads)
-    device = _resolve_device(t.device)
+    from t2igan.train.trainer import pick_device
+
+    device = pick_device(t.device)
     torch.manual_seed(t.seed)
     gen = torch.Generator().manual_seed(t.seed)
     out_dir = Path(t.out_dir)

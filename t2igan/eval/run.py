@@ -27,15 +27,9 @@ RESIZE_NOTE = ("real images: decoded from disk to the evaluator's image_size (ce
 
 
 def _resolve_device(device) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise T2IError(f"unknown device {device!r} (auto | cpu | cuda | cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise T2IError(f"device {device!r} requested but CUDA is not available here")
-    return dev
+    from t2igan.train.trainer import pick_device
+
+    return pick_device("auto" if device is None else str(device))
 
 
 def load_evaluator(evaluator, device=None) -> AttributeEvaluator:

@@ -52,9 +52,9 @@ def pick_device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise T2IError(f"train.device: unknown device {name!r}") from None
+        raise T2IError(f"unknown device {name!r} (auto | cpu | cuda | cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise T2IError(f"train.device is {name!r} but CUDA is not available on this machine")
+        raise T2IError(f"device {name!r} requested but CUDA is not available on this machine")
     return dev
 
 

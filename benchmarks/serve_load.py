@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from machine import describe  # benchmarks/machine.py (run as a script from the repo root)
+
 CAPTIONS = ["this flower has red petals and a yellow center", "a flower with thin blue petals",
             "the petals of this flower are white and the middle is black", "a large orange flower with five round petals"]
 
@@ -32,24 +33,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    busy = subprocess.run(["ps", "-eo", "pid,pcpu,args"], capture_output=True, text=True).stdout.splitlines()
-    others = [ln.strip()[:160] for ln in busy if "t2igan" in ln and ("train" in ln or "eval" in ln) and "serve" not in ln]
-    return {"platform": platform.platform(), "cpu": cpu, "logical_cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "cuda": torch.cuda.is_available(), "other_t2igan_jobs_running": others,
-            "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 def start_server(model: str, port: int, batching: bool, threads: int, extra: list[str]) -> subprocess.Popen:
@@ -125,7 +108,7 @@ def main() -> None:
     clients = [int(c) for c in a.clients.split(",")]
     result = {"benchmark": "serve_load", "model": a.model, "request": {"captions": 1, "n": a.n},
               "server": {"threads": a.threads, "max_wait_ms": a.max_wait_ms, "max_batch": 64},
-              "seconds_per_point": a.seconds, "machine": machine(),
+              "seconds_per_point": a.seconds, "machine": describe(),
               "note": "clients (asyncio+httpx) and server run on the same machine and share its cores",
               "runs": {}}
     for batching in (True, False):

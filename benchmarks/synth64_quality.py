@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
-import torch
+from machine import describe  # benchmarks/machine.py (run as a script from the repo root)
 
 COMMANDS = [
     "t2igan data synth --out data/synthflowers64 --n 10000 --size 64 --seed 0",
@@ -26,19 +24,6 @@ COMMANDS = [
     "t2igan eval runs/dfgan_synth64",
     "python benchmarks/synth64_quality.py",
 ]
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def summarise(res: dict) -> dict:
@@ -96,7 +81,7 @@ def main() -> None:
             for s, v in curve[-1].items() if isinstance(v, dict)) + f"  [{time.perf_counter() - t:.0f} s]")
     result = {
         "benchmark": "DF-GAN on SynthFlowers-64, trained on this machine's CPU within train.max_minutes",
-        "commands": COMMANDS, "machine": machine(), "train_summary": {k: v for k, v in train.items() if k != "runs"},
+        "commands": COMMANDS, "machine": describe(), "train_summary": {k: v for k, v in train.items() if k != "runs"},
         "final": {"n_samples": 5000, **summarise(final)}, "final_metrics_file": str(final_path),
         "curve": {"n_samples_per_split": a.curve_samples, "points": curve},
     }

@@ -37,8 +37,6 @@ whichever it is (birds layouts, COCO json, or the generic folder formats of fold
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -48,7 +46,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from t2igan import T2IError
-from t2igan.data.folder import CaptionedImages, _stat_key, read_caption_file
+from t2igan.data.folder import CaptionedImages, read_caption_file
 from t2igan.data.safe_pickle import load_pickle
 
 SPLITS = ("train", "test")
@@ -64,34 +62,13 @@ class BoxedImages(CaptionedImages):
 
     boxes: list[list[int] | None] | None = None
 
-    def images_uint8(self, size: int, cache: bool = True, progress: bool = False) -> np.ndarray:
+    def _cache_tag(self) -> tuple[str, list]:
+        return ("box", [self.boxes]) if self.boxes else super()._cache_tag()
+
+    def _decode(self, i: int, size: int) -> np.ndarray:
         if not self.boxes:
-            return super().images_uint8(size, cache, progress)
-        key = hashlib.sha1(
-            json.dumps([self.split, size, [str(p) for p in self.image_paths],
-                        [_stat_key(p) for p in self.image_paths], self.boxes]).encode()
-        ).hexdigest()[:16]
-        cache_dir = self.root / ".cache"
-        path = cache_dir / f"{self.split}_box{size}_{key}.npy"
-        if cache and path.is_file():
-            return np.load(path, mmap_mode="r")
-        arr = np.empty((len(self), size, size, 3), dtype=np.uint8)
-        it = range(len(self))
-        if progress:
-            from tqdm import tqdm
-            it = tqdm(it, desc=f"decoding {self.split} images", unit="img")
-        for i in it:
-            arr[i] = load_image_box(self.image_paths[i], size, self.boxes[i])
-        if cache:
-            try:
-                cache_dir.mkdir(exist_ok=True)
-                tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
-                np.save(tmp, arr)
-                os.replace(tmp, path)
-                return np.load(path, mmap_mode="r")
-            except OSError:
-                pass
-        return arr
+            return super()._decode(i, size)
+        return load_image_box(self.image_paths[i], size, self.boxes[i])
 
 
 def open_rgb(path: Path) -> Image.Image:

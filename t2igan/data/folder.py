@@ -50,12 +50,13 @@ class CaptionedImages:
 
     def images_uint8(self, size: int, cache: bool = True, progress: bool = False) -> np.ndarray:
         """All images of the split as uint8 ``[N, size, size, 3]`` (centre-cropped square, resized)."""
+        tag, extra = self._cache_tag()
         key = hashlib.sha1(
             json.dumps([self.split, size, [str(p) for p in self.image_paths],
-                        [_stat_key(p) for p in self.image_paths]]).encode()
+                        [_stat_key(p) for p in self.image_paths], *extra]).encode()
         ).hexdigest()[:16]
         cache_dir = self.root / ".cache"
-        path = cache_dir / f"{self.split}_{size}_{key}.npy"
+        path = cache_dir / f"{self.split}_{tag}{size}_{key}.npy"
         if cache and path.is_file():
             return np.load(path, mmap_mode="r")
         arr = np.empty((len(self), size, size, 3), dtype=np.uint8)
@@ -64,7 +65,7 @@ class CaptionedImages:
             from tqdm import tqdm
             it = tqdm(it, desc=f"decoding {self.split} images", unit="img")
         for i in it:
-            arr[i] = load_image(self.image_paths[i], size)
+            arr[i] = self._decode(i, size)
         if cache:
             try:
                 cache_dir.mkdir(exist_ok=True)
@@ -75,6 +76,15 @@ class CaptionedImages:
             except OSError:
                 pass  # read-only dataset: keep the in-memory copy
         return arr
+
+
+    def _cache_tag(self) -> tuple[str, list]:
+        """(file-name tag, extra hashed inputs) of the decoded cache; subclasses that decode
+        differently (e.g. crop to a box) return their own so caches never mix."""
+        return "", []
+
+    def _decode(self, i: int, size: int) -> np.ndarray:
+        return load_image(self.image_paths[i], size)
 
 
 def _stat_key(p: Path) -> list:

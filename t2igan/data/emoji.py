@@ -35,6 +35,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from t2igan import T2IError
+from t2igan.fsutil import replace_dir
 
 SKIN_TONES = {"1F3FB": "light skin tone", "1F3FC": "medium-light skin tone", "1F3FD": "medium skin tone",
               "1F3FE": "medium-dark skin tone", "1F3FF": "dark skin tone"}
@@ -210,13 +211,7 @@ def build_emoji_dataset(tgz_path: str | os.PathLike, out_dir: str | os.PathLike,
             "generator": "t2igan.data.emoji",
         }
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            old = out.with_name(f"{out.name}.old-{secrets.token_hex(4)}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

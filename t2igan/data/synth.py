@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from t2igan.fsutil import replace_dir
+
 ATTRIBUTES: dict[str, list[str]] = {
     "petal_colour": ["red", "orange", "yellow", "pink", "purple", "blue", "white", "green"],
     "centre_colour": ["yellow", "orange", "brown", "black", "white"],
@@ -670,15 +672,9 @@ def write_synthflowers(out_dir, n: int = 10000, size: int = 64, seed: int = 0, w
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
         # move into place; an existing folder is replaced only now that the new one is complete
-        if out.exists():
-            if _is_nonempty_dir(out) and not overwrite:
-                raise FileExistsError(f"{out_dir} already exists and is not empty; pass --overwrite to replace it")
-            old = out.with_name(f"{out.name}.old-{secrets.token_hex(4)}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        if out.exists() and _is_nonempty_dir(out) and not overwrite:
+            raise FileExistsError(f"{out_dir} already exists and is not empty; pass --overwrite to replace it")
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -20,21 +20,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from t2igan import T2IError
+from t2igan.fsutil import replace_dir  # noqa: F401  (re-exported: ckpt.replace_dir)
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a completed ``tmp`` directory to ``final``, replacing an older ``final``."""
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def fresh_tmp(final: Path) -> Path:

@@ -81,6 +81,17 @@ class DFGANConfig:
 
 
 @dataclass
+class DFGANLossConfig:
+    """Extra generator terms (both off in the official DF-GAN)."""
+
+    damsm_lambda: float = 0.0  # AttnGAN's DAMSM word+sentence loss on generated images (AttnGAN birds: 5.0); 0 = off
+    damsm_warmup: int = 0  # steps over which the DAMSM weight ramps linearly from 0 to damsm_lambda (0 = full weight at once)
+    gamma1: float = 4.0  # DAMSM attention sharpness (AttnGAN TRAIN.SMOOTH.GAMMA1)
+    gamma2: float = 5.0  # word-region aggregation (GAMMA2)
+    gamma3: float = 10.0  # similarity scale (GAMMA3)
+
+
+@dataclass
 class EvaluatorConfig:
     width: int = 48  # base channels of the attribute evaluator CNN
     feature_dim: int = 256  # penultimate feature size (FID-SF/KID-SF space)
@@ -135,6 +146,7 @@ class DFGANRunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: DFGANConfig = field(default_factory=DFGANConfig)
     text_encoder: str = "runs/damsm_synth64"  # a DAMSM run (or its pipeline dir); frozen during training
+    loss: DFGANLossConfig = field(default_factory=DFGANLossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/dfgan_synth64"))
 

@@ -58,6 +58,22 @@ def load_text_encoder(directory: str | os.PathLike) -> tuple[TextEncoder, dict, 
     return enc.eval(), cfg, vocab, max_words
 
 
+def load_image_encoder(directory: str | os.PathLike):
+    """The DAMSM image encoder (eval mode) saved beside the text encoder of a DAMSM run."""
+    from t2igan.text.damsm import ImageEncoder
+
+    d = resolve_dir(directory)
+    if not (d / "image_encoder").is_dir():
+        raise T2IError(f"{d} has no image_encoder/ (the DAMSM loss needs the image encoder of a DAMSM run)")
+    cfg, state = ckpt.read_component(d / "image_encoder", "damsm_image_encoder")
+    try:
+        enc = ImageEncoder(**cfg)
+    except TypeError as e:
+        raise T2IError(f"{d / 'image_encoder' / 'config.json'}: bad arguments ({e})") from None
+    ckpt.load_state_strict(enc, state, str(d / "image_encoder"))
+    return enc.eval()
+
+
 def resolve_dir(path: str | os.PathLike) -> Path:
     """Accept a pipeline folder or a run folder holding ``pipeline/``."""
     p = Path(path)

@@ -9,7 +9,7 @@ from torch import nn
 from t2igan.data.dataset import Batch
 from t2igan.data.text import Vocabulary
 from t2igan.models import dfgan
-from t2igan.pipeline import save_text_encoder, write_model_index
+from t2igan.pipeline import load_image_encoder, save_text_encoder, write_model_index
 from t2igan.text import damsm
 from t2igan.train import checkpoint as ckpt
 
@@ -65,7 +65,12 @@ class DAMSMStep:
 
 
 class DFGANStep:
-    """DF-GAN: hinge loss, matching-aware GP, one D and one G update per step (official order)."""
+    """DF-GAN: hinge loss, matching-aware GP, one D and one G update per step (official order).
+
+    With ``loss.damsm_lambda > 0`` the generator also minimises AttnGAN's DAMSM word and
+    sentence losses between its images and their captions, computed by the frozen DAMSM
+    image encoder of the text-encoder run (AttnGAN ``generator_loss``); off in official DF-GAN.
+    """
 
     ema_of = "netG"
 
@@ -79,6 +84,9 @@ class DFGANStep:
         self.netD = dfgan.NetD(ndf=m.ndf, imsize=size, ch_size=m.ch_size)
         self.netC = dfgan.NetC(ndf=m.ndf, cond_dim=cond)
         self.modules = {"netG": self.netG, "netD": self.netD, "netC": self.netC}
+        self.image_encoder = None
+        if cfg.loss.damsm_lambda > 0:
+            self.image_encoder = load_image_encoder(cfg.text_encoder).requires_grad_(False)
         o = cfg.optim
         self.optimizers = {
             "G": _adam(self.netG.parameters(), o.lr_g, o),
@@ -87,13 +95,21 @@ class DFGANStep:
 
     def to_device(self, device):
         self.text_encoder.to(device)
+        if self.image_encoder is not None:
+            self.image_encoder.to(device)
+
+    def damsm_weight(self, step: int) -> float:
+        L = self.cfg.loss
+        if L.damsm_warmup <= 0:
+            return L.damsm_lambda
+        return L.damsm_lambda * min(1.0, (step + 1) / L.damsm_warmup)
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         o = self.cfg.optim
         self.text_encoder.eval()  # frozen: no dropout
         imgs = batch.images[-1]
         with torch.no_grad():
-            _, sent, _ = self.text_encoder(batch.tokens, batch.lengths)
+            words, sent, mask = self.text_encoder(batch.tokens, batch.lengths)
         B = imgs.size(0)
         imgs = imgs.requires_grad_(True)
         sent = sent.detach().requires_grad_(True)
@@ -112,12 +128,22 @@ class DFGANStep:
         d_loss.backward()
         self.optimizers["D"].step()
         # --- generator
-        g_loss = -self.netC(self.netD(fake), sent.detach()).mean()
+        g_adv = -self.netC(self.netD(fake), sent.detach()).mean()
+        g_loss, out = g_adv, {}
+        if self.image_encoder is not None:
+            self.image_encoder.eval()  # frozen BatchNorm statistics
+            regions, code = self.image_encoder(fake)
+            L = self.cfg.loss
+            w0, w1 = damsm.words_loss(regions, words, mask, L.gamma1, L.gamma2, L.gamma3)
+            s0, s1 = damsm.sentence_loss(code, sent.detach(), L.gamma3)
+            damsm_loss = w0 + w1 + s0 + s1
+            g_loss = g_adv + self.damsm_weight(step) * damsm_loss
+            out["g_damsm"] = damsm_loss.detach()
         self.optimizers["G"].zero_grad(set_to_none=True)
         g_loss.backward()
         self.optimizers["G"].step()
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "d_real": d_real.detach(),
-                "d_fake": d_fake.detach(), "d_mis": d_mis.detach(), "ma_gp": gp.detach()}
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "g_adv": g_adv.detach(), "d_real": d_real.detach(),
+                "d_fake": d_fake.detach(), "d_mis": d_mis.detach(), "ma_gp": gp.detach(), **out}
 
     @torch.no_grad()
     def sample(self, tokens, lengths, seed, n, ema):

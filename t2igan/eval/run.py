@@ -91,7 +91,7 @@ def _u8(ds, size: int) -> torch.Tensor:
 
 def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"), n_samples: int = 5000,
                       batch_size: int = 100, seed: int = 0, device=None, progress: bool = True, inception=None,
-                      damsm=None, diversity_captions: int = 20, diversity_k: int = 8, is_splits: int = 10,
+                      damsm=None, diversity_captions: int = 0, diversity_k: int = 8, is_splits: int = 10,
                       rp_bins: int = 10, cache_dir=None, use_cache: bool = True) -> dict:
     """Score ``pipe`` (anything with ``generate(captions, seed, n=1) -> float [B, 3, H, W] in [0, 1]``).
 

@@ -168,13 +168,52 @@ def cmd_sample(a) -> None:
 
 # ----------------------------------------------------------------------------- eval
 def cmd_eval(a) -> None:
+    """``t2igan eval RUN``; ``t2igan eval compare RUN_A RUN_B ...``; ``t2igan eval images DIR --ref DIR2``."""
+    if a.run == "compare":
+        from t2igan.eval.report import compare_runs
+
+        out = compare_runs(a.more, out=a.out)
+        print(out["table"])
+        print(f"comparison written to {out['markdown']} (+ .json, plot {out['plot']})")
+        return
+    if a.run == "images":
+        import json
+
+        from t2igan.eval.images import score_folders
+        from t2igan.eval.run import write_json_atomic
+
+        if len(a.more) != 1 or not a.ref:
+            raise T2IError("usage: t2igan eval images DIR --ref REFERENCE_DIR [--inception-weights PATH]")
+        res = score_folders(a.more[0], a.ref, a.inception_weights, batch_size=min(a.batch_size, 50),
+                            device=_eval_device(a.device), seed=a.seed, cache_dir=a.cache_dir, use_cache=not a.no_cache)
+        out = Path(a.out) if a.out else Path(a.more[0]).with_name(Path(a.more[0]).name + "_metrics.json")
+        write_json_atomic(out, res)
+        print(json.dumps({k: res[k] for k in ("fid", "kid", "is", "n_reference", "n_compared")}, indent=1))
+        print(f"metrics written to {out}")
+        return
+    if a.more:
+        raise T2IError(f"unexpected arguments after the run folder: {' '.join(a.more)}")
     from t2igan.eval.run import evaluate_run, format_table
 
     splits = tuple(s for s in a.splits.split(",") if s)
+    damsm = None if a.damsm == "none" else a.damsm
     res = evaluate_run(a.run, a.evaluator, n_samples=a.n_samples, splits=splits, seed=a.seed,
-                       batch_size=a.batch_size, device=a.device, data_root=a.data_root)
+                       batch_size=a.batch_size, device=a.device, data_root=a.data_root, out=a.out,
+                       inception_weights=a.inception_weights, damsm_dir=damsm,
+                       diversity_captions=a.diversity_captions, diversity_k=a.diversity_k,
+                       cache_dir=a.cache_dir, use_cache=not a.no_cache)
     print(format_table(res))
-    print(f"metrics written to {Path(a.run) / 'eval' / 'metrics.json'}")
+    print(f"metrics written to {res['output']}")
+    if a.report:
+        from t2igan.eval.report import write_report
+
+        print(f"report written to {write_report(a.run, res)}")
+
+
+def _eval_device(name):
+    from t2igan.train.trainer import pick_device
+
+    return pick_device(name)
 
 
 # ----------------------------------------------------------------------------- demo
@@ -276,15 +315,27 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--device", default="cpu")
     sm.set_defaults(func=cmd_sample)
 
-    e = sub.add_parser("eval", help="attribute accuracy and FID/KID in the evaluator space (SynthFlowers)")
-    e.add_argument("run", help="run folder")
+    e = sub.add_parser("eval", help="metrics of a run (attribute accuracy, FID-SF, FID/KID/IS, R-precision, diversity); "
+                                    "also: eval compare RUN_A RUN_B ..., eval images DIR --ref DIR2")
+    e.add_argument("run", help="run folder, or 'compare' / 'images' followed by their folders")
+    e.add_argument("more", nargs="*", help=argparse.SUPPRESS)
     e.add_argument("--evaluator", default="runs/evaluator_synth64", help="attribute evaluator folder")
+    e.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="FID Inception-v3 weights pt_inception-2015-12-05-6726825d.pth (or env T2IGAN_INCEPTION_WEIGHTS)")
+    e.add_argument("--damsm", default="auto", help="DAMSM run for R-precision (auto: the run's text encoder; none: skip)")
     e.add_argument("--n-samples", type=int, default=5000)
     e.add_argument("--splits", default="test,novel")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=100)
     e.add_argument("--device", default="auto")
     e.add_argument("--data-root", default=None, help="dataset folder (default: the run's data.root)")
+    e.add_argument("--diversity-captions", type=int, default=20, help="captions for the diversity metric (0: off)")
+    e.add_argument("--diversity-k", type=int, default=8, help="images per caption for the diversity metric")
+    e.add_argument("--cache-dir", default=None, help="reference feature cache (default ~/.cache/t2igan)")
+    e.add_argument("--no-cache", action="store_true", help="do not read or write cached reference features")
+    e.add_argument("--report", action="store_true", help="also write RUN/report/report.md (grids, loss curves, table)")
+    e.add_argument("--ref", default=None, help="eval images: the reference image folder")
+    e.add_argument("--out", default=None, help="output file (eval: metrics JSON; compare: markdown)")
     e.set_defaults(func=cmd_eval)
 
     from t2igan.serve.options import add_arguments as add_serve_arguments

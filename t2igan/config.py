@@ -125,6 +125,9 @@ class TrainConfig:
     ckpt_every: int = 1000
     snapshot_every: int = 0  # also keep a copy of the exported pipeline every N steps in snapshots/ (0 = off)
     progress: bool = True
+    eval_every: int = 0  # evaluate the EMA generator every N steps into RUN/eval_history.jsonl (0 = off)
+    eval_samples: int = 200  # samples of the test split per evaluation during training
+    eval_evaluator: str = ""  # attribute evaluator folder for those evaluations ("" = R-precision only)
     sample_captions: list[str] = field(default_factory=list)  # fixed captions for grids (empty: first test captions)
 
 

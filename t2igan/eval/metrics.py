@@ -133,31 +133,50 @@ def kid_compute(kid, seed: int = 0) -> tuple[float, float]:
     return float(mean), float(std)
 
 
-class FeatureDistances:
-    """FID-SF and KID-SF between a reference set and a compared set, fed in batches.
+class PrecomputedFeatures(nn.Module):
+    """torchmetrics ``feature`` module for features computed elsewhere (one network pass feeds FID,
+    KID and IS, and cached reference features feed them without images): returns its input
+    ``[B, num_features]`` unchanged."""
 
-        fd = FeatureDistances(extractor)
-        fd.update(real_batch, real=True); fd.update(fake_batch, real=False)
-        fd.compute(seed=0)  # {"fid", "kid_mean", "kid_std", "n_real", "n_fake", "kid_subset_size", ...}
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = int(num_features)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        if f.dim() != 2 or f.shape[1] != self.num_features:
+            raise T2IError(f"expected features [B, {self.num_features}], got shape {tuple(f.shape)}")
+        return f
+
+
+class FeatureStats:
+    """torchmetrics FID and KID between a reference and a compared set of features (fed in batches).
+
+    Features, not images, go in: the caller computes them once per batch (or reads the
+    reference set's from the cache) and the statistics and distances are torchmetrics' own.
     """
 
-    def __init__(self, extractor: EvaluatorFeatures, kid_subset_size: int = 1000, kid_subsets: int = 100):
-        self.extractor = extractor
+    def __init__(self, num_features: int, kid_subset_size: int = 1000, kid_subsets: int = 100, device="cpu"):
+        import warnings
+
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        self.num_features = int(num_features)
         self.kid_subset_size, self.kid_subsets = kid_subset_size, kid_subsets
-        self.fid = make_fid(extractor)
-        self.kid = make_kid(extractor, subset_size=kid_subset_size, subsets=kid_subsets)
-        dev = next(extractor.evaluator.parameters()).device
-        self.fid.to(dev)
-        self.kid.to(dev)
+        self.fid = FrechetInceptionDistance(feature=PrecomputedFeatures(num_features), reset_real_features=True).to(device)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+            self.kid = KernelInceptionDistance(feature=PrecomputedFeatures(num_features), subsets=kid_subsets,
+                                               subset_size=kid_subset_size).to(device)
+        self.device = torch.device(device)
         self.n = {True: 0, False: 0}
 
     @torch.no_grad()
-    def update(self, images: torch.Tensor, real: bool) -> None:
-        dev = next(self.extractor.evaluator.parameters()).device
-        images = images.to(dev, torch.float32)
-        self.fid.update(images, real=real)
-        self.kid.update(images, real=real)
-        self.n[real] += len(images)
+    def update(self, feats: torch.Tensor, real: bool) -> None:
+        f = feats.to(self.device, torch.float32)
+        self.fid.update(f, real=real)
+        self.kid.update(f, real=real)
+        self.n[real] += len(f)
 
     def compute(self, seed: int = 0) -> dict:
         n_real, n_fake = self.n[True], self.n[False]
@@ -167,6 +186,75 @@ class FeatureDistances:
         subset = min(self.kid_subset_size, n_real, n_fake)
         self.kid.subset_size = subset
         kid_mean, kid_std = kid_compute(self.kid, seed)
-        self.extractor.clear()
         return {"fid": fid, "kid_mean": kid_mean, "kid_std": kid_std, "n_real": n_real, "n_fake": n_fake,
                 "kid_subset_size": subset, "kid_subsets": self.kid_subsets}
+
+
+def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 0) -> dict:
+    """torchmetrics ``InceptionScore`` over precomputed unbiased logits ``[N, C]``: mean and std over
+    ``splits`` (torchmetrics shuffles the samples with torch's RNG, seeded here; its std is the
+    unbiased one, ddof=1, where torch-fidelity reports ddof=0)."""
+    from torchmetrics.image.inception import InceptionScore
+
+    if len(logits) < splits:
+        raise T2IError(f"IS with {splits} splits needs at least {splits} images, got {len(logits)}")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        m = InceptionScore(feature=PrecomputedFeatures(logits.shape[1]), splits=splits)
+    m.update(logits.double().cpu())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mean, std = m.compute()
+    return {"mean": float(mean), "std": float(std), "splits": splits, "n": int(len(logits))}
+
+
+class FeatureDistances:
+    """FID-SF and KID-SF between a reference set and a compared set of images, fed in batches.
+
+        fd = FeatureDistances(extractor)
+        fd.update(real_batch, real=True); fd.update(fake_batch, real=False)
+        fd.compute(seed=0)  # {"fid", "kid_mean", "kid_std", "n_real", "n_fake", "kid_subset_size", ...}
+
+    ``update_features`` takes features already computed by ``extractor`` (e.g. cached).
+    """
+
+    def __init__(self, extractor: EvaluatorFeatures, kid_subset_size: int = 1000, kid_subsets: int = 100):
+        self.extractor = extractor
+        self.kid_subset_size, self.kid_subsets = kid_subset_size, kid_subsets
+        dev = next(extractor.evaluator.parameters()).device
+        self.stats = FeatureStats(extractor.num_features, kid_subset_size, kid_subsets, device=dev)
+        self.n = self.stats.n
+
+    @torch.no_grad()
+    def update(self, images: torch.Tensor, real: bool) -> None:
+        dev = next(self.extractor.evaluator.parameters()).device
+        self.stats.update(self.extractor(images.to(dev, torch.float32)), real=real)
+
+    def update_features(self, feats: torch.Tensor, real: bool) -> None:
+        self.stats.update(feats, real=real)
+
+    def compute(self, seed: int = 0) -> dict:
+        out = self.stats.compute(seed)
+        self.extractor.clear()
+        return out
+
+
+# ----------------------------------------------------------------------------- diversity
+def pairwise_diversity(feats: torch.Tensor, groups: int) -> dict:
+    """Mean pairwise distance between features of images of the same caption (different noise).
+
+    feats: ``[groups * k, D]``, caption-major (k images per caption, k >= 2). Per caption: the
+    mean Euclidean distance over its k(k-1)/2 pairs; returned: mean and std over captions.
+    A collapsed generator (same image whatever the noise) scores 0.
+    """
+    if groups < 1 or len(feats) % groups or len(feats) // groups < 2:
+        raise T2IError(f"diversity needs >= 2 images for each of {groups} captions, got {len(feats)} images")
+    k = len(feats) // groups
+    f = feats.double().reshape(groups, k, -1)
+    d = torch.cdist(f, f)  # (G, k, k)
+    iu = torch.triu_indices(k, k, offset=1)
+    per = d[:, iu[0], iu[1]].mean(dim=1)  # (G,)
+    return {"mean": float(per.mean()), "std": float(per.std()) if groups > 1 else 0.0,
+            "captions": int(groups), "images_per_caption": int(k)}

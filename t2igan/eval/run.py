@@ -89,12 +89,16 @@ def _u8(ds, size: int) -> torch.Tensor:
     return torch.from_numpy(np.array(ds.images_uint8(size))).permute(0, 3, 1, 2).contiguous()
 
 
-def evaluate_pipeline(pipe, data_root, evaluator, splits=("test", "novel"), n_samples: int = 5000, batch_size: int = 100,
-                      seed: int = 0, device=None, progress: bool = True) -> dict:
+def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"), n_samples: int = 5000,
+                      batch_size: int = 100, seed: int = 0, device=None, progress: bool = True, inception=None,
+                      damsm=None, diversity_captions: int = 0, diversity_k: int = 8, is_splits: int = 10,
+                      rp_bins: int = 10, cache_dir=None, use_cache: bool = True) -> dict:
     """Score ``pipe`` (anything with ``generate(captions, seed, n=1) -> float [B, 3, H, W] in [0, 1]``).
 
-    evaluator: an AttributeEvaluator or its directory; device: where the evaluator runs
-    (None: where it already is). Returns a JSON-able dict (see ``protocol`` in it).
+    evaluator: an AttributeEvaluator or its directory (attribute accuracy, FID-SF/KID-SF,
+    diversity), or None; inception: an ``InceptionFeatures`` (FID/KID/IS) or None; damsm: a
+    ``DAMSMScorer`` (R-precision) or None. device: where the evaluator runs (None: where it
+    already is). Returns a JSON-able dict (see ``protocol`` in it).
     """
     from tqdm import tqdm
 
@@ -102,11 +106,15 @@ def evaluate_pipeline(pipe, data_root, evaluator, splits=("test", "novel"), n_sa
         splits = (splits,)
     if n_samples < 2 or batch_size < 1:
         raise T2IError(f"n_samples must be >= 2 and batch_size >= 1, got {n_samples} and {batch_size}")
-    evaluator = load_evaluator(evaluator, None if device is None else _resolve_device(device)).eval()
-    dev = next(evaluator.parameters()).device
-    extractor = EvaluatorFeatures(evaluator)
-    size = evaluator.image_size
-    values = evaluator.attribute_values
+    if evaluator is None and inception is None and damsm is None:
+        raise T2IError("nothing to measure: give an attribute evaluator, Inception weights or DAMSM encoders")
+    if evaluator is not None:
+        evaluator = load_evaluator(evaluator, None if device is None else _resolve_device(device)).eval()
+        dev = next(evaluator.parameters()).device
+        extractor = EvaluatorFeatures(evaluator)
+        size = evaluator.image_size
+        values = evaluator.attribute_values
+    gen_size = int(getattr(pipe, "image_size", 0) or (evaluator.image_size if evaluator is not None else 64))
     result = {
         "protocol": {
             "samples": "split S with L images: N = min(n_samples, 10 * L); sample k (0..N-1) is image k % L with its "
@@ -123,37 +131,64 @@ def evaluate_pipeline(pipe, data_root, evaluator, splits=("test", "novel"), n_sa
                        f"drawn with torch seed {seed}",
             "fid_kid_ceiling": f"min(N, #train) real train images (a fixed random subset, torch seed {seed}) vs all L "
                                "real images of split S",
+            "inception": "FID / KID: 2048-d pool features of the FID Inception-v3, N generated vs all L real images of "
+                         f"split S (real images decoded at the generated image size, centre square crop, PIL Lanczos); "
+                         f"IS: N generated images, {is_splits} splits; ceiling: the same train subset as FID-SF",
+            "r_precision": f"DAMSM global image code vs sentence codes of the true caption + 99 random captions of other "
+                           f"images of split S (text differs from the true caption; drawn with seed {seed}); hit = "
+                           f"true caption ranks first by cosine; mean +- std over {rp_bins} contiguous bins of the N "
+                           "samples; ceiling: the real image of each sample",
+            "diversity": f"first {diversity_captions} sample captions x {diversity_k} images each "
+                         f"(pipe.generate(captions, seed={seed} + 1000003, n={diversity_k})): per caption the mean "
+                         "pairwise Euclidean distance of the evaluator's features, mean +- std over captions; "
+                         f"real_random: the same on groups of {diversity_k} random real images of split S (its scale)",
             "resize": RESIZE_NOTE,
             "n_samples": n_samples, "batch_size": batch_size, "seed": seed,
         },
-        "feature_extractor": {
-            "name": "t2igan AttributeEvaluator (penultimate features)",
-            "dir": evaluator.source_dir, "weights_sha256": weights_digest(evaluator),
-            "image_size": size, "feature_dim": evaluator.feature_dim, "width": evaluator.width,
-        },
+        "feature_extractor": None,
         "data_root": str(data_root),
         "generated_image_size": None,
         "splits": {},
     }
-    train_u8 = None
+    if evaluator is not None:
+        result["feature_extractor"] = {
+            "name": "t2igan AttributeEvaluator (penultimate features)",
+            "dir": evaluator.source_dir, "weights_sha256": weights_digest(evaluator),
+            "image_size": size, "feature_dim": evaluator.feature_dim, "width": evaluator.width,
+        }
+    result["inception"] = inception.describe() if inception is not None else None
+    result["damsm"] = damsm.describe() if damsm is not None else None
+    train_u8 = train_ds = None
+    from t2igan.data.folder import load_folder
+
     for s in splits:
-        ds, named_all = _labelled(data_root, s, evaluator)
+        if evaluator is not None:
+            ds, named_all = _labelled(data_root, s, evaluator)
+        else:
+            ds = load_folder(data_root, s)
+            if len(ds) == 0:
+                raise T2IError(f"dataset {data_root}: split '{s}' is empty")
+            named_all = None
         L = len(ds)
         N = min(int(n_samples), 10 * L)
         img_idx = [k % L for k in range(N)]
         cap_idx = [(k // L) % len(ds.captions[k % L]) for k in range(N)]
         captions = [ds.captions[i][c] for i, c in zip(img_idx, cap_idx)]
-        targets = [ds.attributes[i] for i in img_idx]
-        named = [list(named_all[i][c]) for i, c in zip(img_idx, cap_idx)]
+        entry: dict = {"n_images": L, "n_samples": N, "generated": {}, "real": {}}
+        result["splits"][s] = entry
 
-        gen_fd = FeatureDistances(extractor)
-        ceil_fd = FeatureDistances(extractor)
-        real_u8 = _u8(ds, size)
-        real_pred_img = _real_pass(evaluator, extractor, real_u8, batch_size, [(gen_fd, True), (ceil_fd, True)], dev)
-        idx = torch.tensor(img_idx, dtype=torch.long)
-        real_pred = {k: v[idx] for k, v in real_pred_img.items()}
-
-        gen_pred: dict[str, list] = {k: [] for k in values}
+        if evaluator is not None:
+            targets = [ds.attributes[i] for i in img_idx]
+            named = [list(named_all[i][c]) for i, c in zip(img_idx, cap_idx)]
+            gen_fd = FeatureDistances(extractor)
+            ceil_fd = FeatureDistances(extractor)
+            real_u8 = _u8(ds, size)
+            real_pred_img = _real_pass(evaluator, extractor, real_u8, batch_size, [(gen_fd, True), (ceil_fd, True)], dev)
+            idx = torch.tensor(img_idx, dtype=torch.long)
+            real_pred = {k: v[idx] for k, v in real_pred_img.items()}
+            gen_pred: dict[str, list] = {k: [] for k in values}
+        gen_inc: dict[str, list] = {}
+        gen_codes: list[torch.Tensor] = []
         starts = range(0, N, batch_size)
         bar = tqdm(starts, desc=f"eval {s}", unit="batch", disable=not progress, dynamic_ncols=True)
         for b, start in enumerate(bar):
@@ -162,44 +197,116 @@ def evaluate_pipeline(pipe, data_root, evaluator, splits=("test", "novel"), n_sa
             imgs = _check_generated(imgs, len(caps))
             if result["generated_image_size"] is None:
                 result["generated_image_size"] = [int(imgs.shape[-2]), int(imgs.shape[-1])]
+                gen_size = int(imgs.shape[-1])
             with torch.no_grad():
-                x = imgs.to(dev)
-                f = extractor(x)
-                for k, lg in evaluator.classify(f).items():
-                    gen_pred[k].append(lg.argmax(1).cpu())
-                gen_fd.update(x, real=False)
+                if evaluator is not None:
+                    x = imgs.to(dev)
+                    f = extractor(x)
+                    for k, lg in evaluator.classify(f).items():
+                        gen_pred[k].append(lg.argmax(1).cpu())
+                    gen_fd.update(x, real=False)
+                if inception is not None:
+                    for k, v in inception.features(imgs).items():
+                        gen_inc.setdefault(k, []).append(v.cpu())
+                if damsm is not None:
+                    gen_codes.append(damsm.image_codes(imgs))
         bar.close()
-        gen_pred_t = {k: torch.cat(v) for k, v in gen_pred.items()}
 
-        if train_u8 is None:
-            from t2igan.data.folder import load_folder
-
-            train_u8 = _u8(load_folder(data_root, "train"), size)
-        g = torch.Generator().manual_seed(seed)
-        ref = torch.randperm(len(train_u8), generator=g)[:N]
-        ref, _ = ref.sort()
-        _real_pass(evaluator, extractor, train_u8[ref], batch_size, [(ceil_fd, False)], dev)
-
-        gen_dist = gen_fd.compute(seed)
-        ceil_dist = ceil_fd.compute(seed)
-        result["splits"][s] = {
-            "n_images": L, "n_samples": N, "n_train_reference": int(len(ref)),
-            "generated": {
-                "attributes": attribute_accuracy(gen_pred_t, targets, named, values),
-                "fid_sf": gen_dist["fid"],
-                "kid_sf": {"mean": gen_dist["kid_mean"], "std": gen_dist["kid_std"],
-                           "subset_size": gen_dist["kid_subset_size"], "subsets": gen_dist["kid_subsets"]},
-                "n_compared": gen_dist["n_fake"], "n_reference": gen_dist["n_real"],
-            },
-            "real": {
-                "attributes": attribute_accuracy(real_pred, targets, named, values),
-                "fid_sf": ceil_dist["fid"],
-                "kid_sf": {"mean": ceil_dist["kid_mean"], "std": ceil_dist["kid_std"],
-                           "subset_size": ceil_dist["kid_subset_size"], "subsets": ceil_dist["kid_subsets"]},
-                "n_compared": ceil_dist["n_fake"], "n_reference": ceil_dist["n_real"],
-            },
-        }
+        if evaluator is not None or inception is not None:
+            if train_ds is None:
+                train_ds = load_folder(data_root, "train")
+            g = torch.Generator().manual_seed(seed)
+            ref = torch.randperm(len(train_ds), generator=g)[:N]
+            ref, _ = ref.sort()
+            entry["n_train_reference"] = int(len(ref))
+        if evaluator is not None:
+            if train_u8 is None:
+                train_u8 = _u8(train_ds, size)
+            gen_pred_t = {k: torch.cat(v) for k, v in gen_pred.items()}
+            _real_pass(evaluator, extractor, train_u8[ref], batch_size, [(ceil_fd, False)], dev)
+            gen_dist = gen_fd.compute(seed)
+            ceil_dist = ceil_fd.compute(seed)
+            for side, pred, dist in (("generated", gen_pred_t, gen_dist), ("real", real_pred, ceil_dist)):
+                entry[side].update({
+                    "attributes": attribute_accuracy(pred, targets, named, values),
+                    "fid_sf": dist["fid"],
+                    "kid_sf": {"mean": dist["kid_mean"], "std": dist["kid_std"],
+                               "subset_size": dist["kid_subset_size"], "subsets": dist["kid_subsets"]},
+                    "n_compared": dist["n_fake"], "n_reference": dist["n_real"],
+                })
+        if inception is not None:
+            entry.update(_inception_split(inception, ds, train_ds, ref, gen_inc, gen_size, seed, is_splits,
+                                          batch_size, cache_dir, use_cache, progress))
+        if damsm is not None:
+            entry["generated"]["r_precision"], entry["real"]["r_precision"] = _r_precision_split(
+                damsm, ds, img_idx, cap_idx, torch.cat(gen_codes), gen_size, seed, rp_bins, batch_size)
+        if evaluator is not None and diversity_captions > 0 and diversity_k >= 2:
+            entry["generated"]["diversity"], entry["real"]["diversity"] = _diversity_split(
+                pipe, extractor, captions[:diversity_captions], real_u8, diversity_k, seed)
     return result
+
+
+def _inception_split(inception, ds, train_ds, ref_idx, gen_inc, gen_size, seed, is_splits, batch_size, cache_dir,
+                     use_cache, progress) -> dict:
+    """Inception FID/KID/IS of the generated set, and the real train-vs-split ceiling (features cached)."""
+    import numpy as np
+
+    from t2igan.eval.images import inception_features, inception_metrics
+    from t2igan.eval.refcache import cached_features, dataset_fingerprint
+
+    def ref_feats(d, idx, what):
+        def compute():
+            u8 = torch.from_numpy(np.array(d.images_uint8(gen_size))).permute(0, 3, 1, 2)
+            if idx is not None:
+                u8 = u8[idx]
+            return inception_features(inception, u8, batch_size=min(batch_size, 50), progress=progress, desc=what)
+
+        parts = {"kind": "dataset-split", "dataset": dataset_fingerprint(d), "root": str(d.root), "split": d.split,
+                 "size": gen_size, "resize": "centre square crop, PIL Lanczos, uint8",
+                 "indices": None if idx is None else [int(i) for i in idx],
+                 "extractor": "fid-inception-v3", "weights_sha256": inception.weights_sha256}
+        return cached_features(parts, compute, cache_dir, use_cache)
+
+    split_f, split_info = ref_feats(ds, None, f"inception {ds.split} (reference)")
+    train_f, train_info = ref_feats(train_ds, ref_idx, "inception train (ceiling)")
+    gen = {k: torch.cat(v) for k, v in gen_inc.items()}
+    g = inception_metrics(split_f, gen, seed, is_splits=is_splits)
+    c = inception_metrics(split_f, train_f, seed, is_splits=is_splits)
+    return {"inception": {"generated": g, "real": c, "reference_cache": split_info, "ceiling_cache": train_info}}
+
+
+def _r_precision_split(damsm, ds, img_idx, cap_idx, codes, gen_size, seed, bins, batch_size):
+    import numpy as np
+
+    from t2igan.eval.rprecision import draw_mismatched, r_precision
+
+    flat, owner, offset = [], [], []
+    for i, caps in enumerate(ds.captions):
+        offset.append(len(flat))
+        flat.extend(caps)
+        owner.extend([i] * len(caps))
+    true_idx = torch.tensor([offset[i] + c for i, c in zip(img_idx, cap_idx)])
+    cands = draw_mismatched(true_idx, flat, 99, seed, owner)
+    sents = damsm.sentence_codes(flat)
+    gen = r_precision(codes, cands, sents, bins)
+    real_u8 = torch.from_numpy(np.array(ds.images_uint8(gen_size))).permute(0, 3, 1, 2)
+    real_codes = torch.cat([damsm.image_codes(real_u8[i:i + batch_size]) for i in range(0, len(real_u8), batch_size)])
+    real = r_precision(real_codes[torch.tensor(img_idx)], cands, sents, bins)
+    return gen, real
+
+
+def _diversity_split(pipe, extractor, captions, real_u8, k, seed):
+    from t2igan.eval.metrics import pairwise_diversity
+
+    with torch.no_grad():
+        imgs = _check_generated(pipe.generate(captions, seed=seed + 1000003, n=k), len(captions) * k)
+        gen = pairwise_diversity(extractor(imgs), len(captions))
+        g = torch.Generator().manual_seed(seed)
+        groups = min(len(captions), len(real_u8) // k)
+        idx = torch.randperm(len(real_u8), generator=g)[:groups * k]
+        real = pairwise_diversity(extractor(real_u8[idx].float() / 255), groups) if groups >= 1 else None
+    extractor.clear()
+    return gen, real
 
 
 def _check_generated(imgs, n: int) -> torch.Tensor:
@@ -215,49 +322,94 @@ def _check_generated(imgs, n: int) -> torch.Tensor:
     return imgs.clamp(0.0, 1.0)
 
 
-def evaluate_run(run_dir, evaluator_dir, n_samples: int = 5000, splits=("test", "novel"), seed: int = 0,
-                 batch_size: int = 100, device="auto", out=None, data_root=None, progress: bool = True) -> dict:
-    """Evaluate the pipeline of a training run; writes ``run_dir/eval/metrics.json`` (or ``out``) atomically."""
+def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=("test", "novel"), seed: int = 0,
+                 batch_size: int = 100, device="auto", out=None, data_root=None, progress: bool = True,
+                 inception_weights=None, damsm_dir="auto", diversity_captions: int = 20, diversity_k: int = 8,
+                 cache_dir=None, use_cache: bool = True) -> dict:
+    """Evaluate the pipeline of a training run; writes ``run_dir/eval/metrics.json`` (or ``out``) atomically.
+
+    evaluator_dir: attribute evaluator (None or a dataset without labels: skipped);
+    inception_weights: the FID Inception file (None: ``$T2IGAN_INCEPTION_WEIGHTS`` if set, else
+    skipped); damsm_dir: DAMSM run for R-precision ("auto": the run's text encoder when it is a
+    DAMSM run with an image encoder; None: skipped).
+    """
     from t2igan.config import load_config
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     if not run_dir.is_dir():
         raise T2IError(f"run folder not found: {run_dir}")
+    cfg = load_config(cfg_path) if cfg_path.is_file() else None
     if data_root is not None:  # also lets a bare pipeline folder (e.g. a snapshot) be scored
         root = Path(data_root)
-    elif not cfg_path.is_file():
+    elif cfg is None:
         raise T2IError(f"{run_dir} has no config.yaml: not a t2igan training run folder (pass --data-root "
                        "to score a pipeline folder)")
     else:
-        data = getattr(load_config(cfg_path), "data", None)
+        data = getattr(cfg, "data", None)
         if data is None:
             raise T2IError(f"{cfg_path} has no data section; pass data_root")
         root = Path(data.root)
     if not root.is_dir():
         raise T2IError(f"dataset folder not found: {root} (from {'data_root' if data_root is not None else cfg_path}; "
                        "run from the folder it is relative to, or pass data_root)")
-    if not Path(evaluator_dir).is_dir():
-        raise T2IError(f"evaluator directory not found: {evaluator_dir} ({TRAIN_HINT})")
     dev = _resolve_device(device)
-    evaluator = AttributeEvaluator.from_pretrained(evaluator_dir, device=dev)
+    notes = []
+    evaluator = None
+    if evaluator_dir is not None:
+        from t2igan.data.folder import load_folder
+
+        if load_folder(root, splits[0] if splits else "test").attributes is None:
+            notes.append(f"attribute metrics skipped: {root} has no attribute labels")
+        else:
+            if not Path(evaluator_dir).is_dir():
+                raise T2IError(f"evaluator directory not found: {evaluator_dir} ({TRAIN_HINT})")
+            evaluator = AttributeEvaluator.from_pretrained(evaluator_dir, device=dev)
+    inception = None
+    from t2igan.eval.inception import ENV_VAR, InceptionFeatures
+
+    if inception_weights is not None or os.environ.get(ENV_VAR):
+        inception = InceptionFeatures.from_file(inception_weights, device=dev)
+    else:
+        notes.append(f"FID/KID/IS (Inception) skipped: no --inception-weights and {ENV_VAR} is not set")
+    damsm = None
+    if damsm_dir == "auto":
+        te = getattr(cfg, "text_encoder", None) if cfg is not None else None
+        has_ie = bool(te) and ((Path(te) / "pipeline" / "image_encoder").is_dir() or (Path(te) / "image_encoder").is_dir())
+        damsm_dir = te if has_ie else None
+        if damsm_dir is None:
+            notes.append("R-precision skipped: the run's text encoder is not a DAMSM run with an image encoder "
+                         "(pass --damsm DIR)")
+    if damsm_dir is not None:
+        from t2igan.eval.rprecision import DAMSMScorer
+
+        damsm = DAMSMScorer.from_pretrained(damsm_dir, device=dev)
     from t2igan.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(run_dir, device=dev)
     res = evaluate_pipeline(pipe, root, evaluator, splits=splits, n_samples=n_samples, batch_size=batch_size,
-                            seed=seed, device=dev, progress=progress)
+                            seed=seed, device=dev, progress=progress, inception=inception, damsm=damsm,
+                            diversity_captions=diversity_captions, diversity_k=diversity_k, cache_dir=cache_dir,
+                            use_cache=use_cache)
+    res["notes"] = notes
+    res["clip"] = "skipped: CLIP score / CLIP R-precision need local CLIP weights (not supported in this build)"
     res["run_dir"] = str(run_dir)
     out_path = Path(out) if out is not None else run_dir / "eval" / "metrics.json"
     res["output"] = str(out_path)
+    write_json_atomic(out_path, res)
+    return res
+
+
+def write_json_atomic(out_path, obj) -> None:
+    out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, out_path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return res
 
 
 def _pct(entry) -> str:
@@ -265,33 +417,61 @@ def _pct(entry) -> str:
     return "-" if acc is None else f"{100 * acc:.1f}%"
 
 
+def _num(v, fmt=".3f", scale=1.0) -> str:
+    return "-" if v is None else f"{scale * v:{fmt}}"
+
+
 def format_table(result: dict) -> str:
-    """Text table: rows = attributes, all_named, FID-SF, KID-SF; columns per split = generated / real ceiling."""
+    """Text table: rows = metrics (attributes, all_named, FID-SF, KID-SF, Inception FID/KID/IS, R-precision,
+    diversity); columns per split = generated / real ceiling."""
     splits = list(result["splits"])
     attrs: list[str] = []
     for s in splits:
-        for k in result["splits"][s]["generated"]["attributes"]:
+        for k in result["splits"][s]["generated"].get("attributes", {}):
             if k != "all_named" and k not in attrs:
                 attrs.append(k)
     cw = 11
     head1 = f"{'':<16}" + "".join(f"{s:^{2 * cw}}" for s in splits)
     head2 = f"{'metric':<16}" + "".join(f"{'generated':>{cw}}{'real':>{cw}}" for _ in splits)
     lines = [head1, head2]
-    for k in attrs + ["all_named"]:
-        row = f"{k:<16}"
+    if attrs:
+        for k in attrs + ["all_named"]:
+            row = f"{k:<16}"
+            for s in splits:
+                sp = result["splits"][s]
+                row += f"{_pct(sp['generated']['attributes'].get(k)):>{cw}}{_pct(sp['real']['attributes'].get(k)):>{cw}}"
+            lines.append(row)
+
+    def row(name, get):
+        vals = []
         for s in splits:
             sp = result["splits"][s]
-            row += f"{_pct(sp['generated']['attributes'].get(k)):>{cw}}{_pct(sp['real']['attributes'].get(k)):>{cw}}"
-        lines.append(row)
-    row_f, row_k = f"{'FID-SF':<16}", f"{'KID-SF (x1e3)':<16}"
-    for s in splits:
-        sp = result["splits"][s]
-        row_f += f"{sp['generated']['fid_sf']:>{cw}.3f}{sp['real']['fid_sf']:>{cw}.3f}"
-        row_k += f"{1e3 * sp['generated']['kid_sf']['mean']:>{cw}.3f}{1e3 * sp['real']['kid_sf']['mean']:>{cw}.3f}"
-    lines += [row_f, row_k]
+            vals += [get(sp, "generated"), get(sp, "real")]
+        if all(v == "-" for v in vals):
+            return
+        lines.append(f"{name:<16}" + "".join(f"{v:>{cw}}" for v in vals))
+
+    def dig(d, *keys):
+        for k in keys:
+            if not isinstance(d, dict) or d.get(k) is None:
+                return None
+            d = d[k]
+        return d
+
+    row("FID-SF", lambda sp, side: _num(dig(sp, side, "fid_sf")))
+    row("KID-SF (x1e3)", lambda sp, side: _num(dig(sp, side, "kid_sf", "mean"), scale=1e3))
+    row("FID (Incept.)", lambda sp, side: _num(dig(sp, "inception", side, "fid")))
+    row("KID (x1e3)", lambda sp, side: _num(dig(sp, "inception", side, "kid", "mean"), scale=1e3))
+    row("IS", lambda sp, side: _num(dig(sp, "inception", side, "is", "mean"), ".2f"))
+    row("R-precision", lambda sp, side: _pct({"accuracy": dig(sp, side, "r_precision", "mean")}))
+    row("diversity", lambda sp, side: _num(dig(sp, side, "diversity", "mean")))
     counts = "; ".join(f"{s}: {result['splits'][s]['n_samples']} samples, {result['splits'][s]['n_images']} real images, "
-                       f"{result['splits'][s]['n_train_reference']} train reference" for s in splits)
-    fe = result.get("feature_extractor", {})
+                       f"{result['splits'][s].get('n_train_reference', 0)} train reference" for s in splits)
+    fe = result.get("feature_extractor") or {}
+    inc = result.get("inception") or {}
     lines.append(f"({counts}; 'real' = same captions on real images / real train vs real split; "
-                 f"features: {fe.get('dir')} sha256 {str(fe.get('weights_sha256'))[:12]})")
+                 f"features: {fe.get('dir')} sha256 {str(fe.get('weights_sha256'))[:12]}"
+                 + (f"; Inception sha256 {str(inc.get('weights_sha256'))[:12]}" if inc else "") + ")")
+    for n in result.get("notes", []):
+        lines.append(f"note: {n}")
     return "\n".join(lines)

@@ -254,6 +254,10 @@ class Trainer:
                     self.save_checkpoint()
                 if tc.snapshot_every and self.step % tc.snapshot_every == 0:
                     self.snapshot()
+                if tc.eval_every and self.step % tc.eval_every == 0:
+                    from t2igan.eval.during_training import eval_hook
+
+                    eval_hook(self)
                 if time.perf_counter() > deadline:
                     stopped = "max_minutes"
                     break

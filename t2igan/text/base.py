@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -160,7 +159,3 @@ def load_caption_encoder(spec: str, device: str | torch.device = "cpu") -> Capti
         raise T2IError(f"unknown text encoder {spec!r}; one of: {', '.join(SPECS)}")
     return enc.to(device).eval()
 
-
-def encoder_label(spec: str) -> str:
-    """A short file-name-safe label of a spec."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(str(spec)).name or str(spec))[:60]

@@ -192,13 +192,13 @@ class Pipeline:
         return [Image.fromarray(a) for a in arr]
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
+        if self.vocab is None:
+            raise T2IError("save_pretrained: copy the run's pipeline folder instead (this model uses a frozen "
+                           "pretrained text encoder)")
         final = Path(directory)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt.fresh_tmp(final)
         te = self.text_encoder
-        if self.vocab is None:
-            raise T2IError("save_pretrained: copy the run's pipeline folder instead (this model uses a frozen "
-                           "pretrained text encoder)")
         args = dict(ntoken=te.ntoken, ninput=te.ninput, nhidden=te.nef, nlayers=te.nlayers,
                     drop_prob=te.drop.p, bidirectional=te.num_directions == 2)
         save_text_encoder(tmp, te, args, self.vocab, self.max_words)

@@ -105,10 +105,28 @@ def build_training(cfg, resume: bool):
         from t2igan.pipeline import load_text_encoder
         from t2igan.train.steps import DFGANStep
 
-        enc, args, vocab, max_words = load_text_encoder(cfg.text_encoder)
-        if max_words != cfg.data.max_words:
-            raise T2IError(f"data.max_words={cfg.data.max_words} but the text encoder in {cfg.text_encoder} uses {max_words}")
-        task = DFGANStep(cfg, vocab, enc, args)
+        if cfg.text_encoder.split(":")[0] in ("minilm", "clip"):  # frozen pretrained: vectors from the cache
+            from t2igan.text.base import load_caption_encoder
+            from t2igan.text.cache import CachedSentences
+
+            enc = load_caption_encoder(cfg.text_encoder)
+            sents = CachedSentences(enc, cfg.text_encoder, data.captions, Path(cfg.data.root) / ".cache" / "text_embeddings")
+            vocab = Vocabulary.build(c for caps in data.captions for c in caps)  # only for the sample-grid captions
+            task = DFGANStep(cfg, vocab, enc, {}, sentences=sents)
+        else:
+            enc, args, vocab, max_words = load_text_encoder(cfg.text_encoder.removeprefix("damsm:"))
+            if max_words != cfg.data.max_words:
+                raise T2IError(f"data.max_words={cfg.data.max_words} but the text encoder in {cfg.text_encoder} uses {max_words}")
+            task = DFGANStep(cfg, vocab, enc, args)
+    elif cfg.task == "distill":
+        from t2igan.text.distill import build_distill_step
+
+        task, vocab = build_distill_step(cfg, data, resume)
+    elif cfg.task == "sje":
+        from t2igan.text.char_cnn_rnn import SJEStep
+
+        vocab = Vocabulary.build(c for caps in data.captions for c in caps)  # batches carry tokens; SJE reads characters
+        task = SJEStep(cfg, vocab, data)
     else:
         raise T2IError(f"task {cfg.task!r} is not trained by the GAN trainer")
     dataset = TextImageDataset(data, vocab, cfg.data.image_size, cfg.data.max_words, cfg.data.crop,
@@ -216,6 +234,56 @@ def _eval_device(name):
     return pick_device(name)
 
 
+# ----------------------------------------------------------------------------- convert
+def cmd_convert_t7(a) -> None:
+    from t2igan.convert.reed_t7 import convert_char_cnn_rnn
+    from t2igan.pipeline import write_model_index
+    from t2igan.text.char_cnn_rnn import CharCNNRNNCaptionEncoder
+    from t2igan.train import checkpoint as ckpt
+
+    model = convert_char_cnn_rnn(a.t7, doc_length=a.doc_length)
+    final = Path(a.out)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt.fresh_tmp(final)
+    CharCNNRNNCaptionEncoder(model).save_pretrained(tmp / "text_encoder")
+    write_model_index(tmp, family="text_encoder", source=str(a.t7))
+    ckpt.replace_dir(tmp, final)
+    print(f"char-CNN-RNN ({model.rnn_type}, {model.nstep} steps, cnn_dim {model.cnn_dim}, {model.emb_dim}-d) "
+          f"written to {final}; use it as the text encoder spec char-cnn-rnn:{final}")
+
+
+def cmd_eval_embed(a) -> None:
+    from t2igan.eval.embed import embed_report
+
+    r = embed_report(a.encoder, a.data, a.out, split=a.split, damsm=a.damsm, class_attr=a.class_attr, n=a.n, seed=a.seed)
+    tt = r["text_text"]
+    print(f"{r['encoder']} on {r['data']} [{r['split']}], {r['n']} captions, {len(r['classes'])} classes by {r['class']}")
+    print(f"text->text: nearest other caption of the same class {tt['class_top1']:.1%}; mean cosine same class "
+          f"{tt['mean_cos_same_class']}, other classes {tt['mean_cos_other_class']}")
+    ti = r.get("text_image")
+    if ti and "skipped" not in ti:
+        print(f"text->image: top-1 {ti['t2i_top1']:.1%}, top-5 {ti['t2i_top5']:.1%} (chance {ti['chance_top1']:.1%} / "
+              f"{ti['chance_top5']:.1%}), class top-1 {ti['t2i_class_top1']:.1%}")
+    elif ti:
+        print(f"text->image skipped: {ti['skipped']}")
+    print(f"matrices and embed_report.json written to {a.out}")
+
+
+def build_embed_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="t2igan eval embed",
+                                description="text-text and text-image cosine similarity matrices of a text encoder, grouped by class")
+    p.add_argument("encoder", help="damsm:RUN | minilm[:DIR] | clip:ARCH:CHECKPOINT | char-cnn-rnn:DIR")
+    p.add_argument("--data", required=True, help="dataset folder (SynthFlowers, StackGAN birds/flowers layout, ...)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--damsm", default=None, help="DAMSM run whose image encoder gives the image side")
+    p.add_argument("--class-attr", default="petal_colour", help="attribute that defines the classes (SynthFlowers)")
+    p.add_argument("--n", type=int, default=200, help="images (one caption each)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_eval_embed)
+    return p
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(a) -> None:
     """The main job on built-in defaults: SynthFlowers -> DAMSM -> DF-GAN -> sample images."""
@@ -316,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("eval", help="metrics of a run (attribute accuracy, FID-SF, FID/KID/IS, R-precision, diversity); "
-                                    "also: eval compare RUN_A RUN_B ..., eval images DIR --ref DIR2")
+                                    "also: eval compare RUN_A RUN_B ..., eval images DIR --ref DIR2, "
+                                    "eval embed ENCODER ... (text embedding similarity matrices)")
     e.add_argument("run", help="run folder, or 'compare' / 'images' followed by their folders")
     e.add_argument("more", nargs="*", help=argparse.SUPPRESS)
     e.add_argument("--evaluator", default="runs/evaluator_synth64", help="attribute evaluator folder")
@@ -338,6 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="output file (eval: metrics JSON; compare: markdown)")
     e.set_defaults(func=cmd_eval)
 
+    cv = sub.add_parser("convert", help="import official checkpoints").add_subparsers(dest="convert_command", required=True)
+    c7 = cv.add_parser("t7", help="Reed et al.'s Torch7 char-CNN-RNN text encoder (.t7) -> safetensors")
+    c7.add_argument("t7", help="e.g. lm_sje_nc4_cub_hybrid_gru18_a1_c512_0.00070_1_10_trainvalids.txt_iter30000.t7")
+    c7.add_argument("--out", required=True, help="output folder")
+    c7.add_argument("--doc-length", type=int, default=201, help="characters per caption the model was trained with")
+    c7.set_defaults(func=cmd_convert_t7)
+
     from t2igan.serve.options import add_arguments as add_serve_arguments
 
     sv = sub.add_parser("serve", help="web page + HTTP API (FastAPI) for one or more trained models")
@@ -347,7 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["eval", "embed"]:  # a subcommand of eval that does not take a run folder
+        args = build_embed_parser().parse_args(argv[2:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except T2IError as e:

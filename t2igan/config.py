@@ -148,7 +148,7 @@ class DFGANRunConfig:
     task: str = "dfgan"
     data: DataConfig = field(default_factory=DataConfig)
     model: DFGANConfig = field(default_factory=DFGANConfig)
-    text_encoder: str = "runs/damsm_synth64"  # a DAMSM run (or its pipeline dir); frozen during training
+    text_encoder: str = "runs/damsm_synth64"  # a DAMSM run (or its pipeline dir), or a frozen encoder spec (minilm, minilm:DIR, clip:ARCH:CKPT) used through the embedding cache
     loss: DFGANLossConfig = field(default_factory=DFGANLossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/dfgan_synth64"))
@@ -163,7 +163,79 @@ class EvaluatorRunConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/evaluator_synth64", ema_decay=0.0, batch_size=64, max_steps=3000))
 
 
-TASKS: dict[str, type] = {"damsm": DAMSMRunConfig, "dfgan": DFGANRunConfig, "evaluator": EvaluatorRunConfig}
+@dataclass
+class DistillStudentConfig:
+    """The encoder trained to reproduce the teacher's embeddings (t2igan.text.distill)."""
+
+    arch: str = "damsm"  # damsm (bi-LSTM) | char_cnn_rnn
+    embed_dim: int = 0  # sentence width; 0 = the teacher's (it must match)
+    word_dim: int = 300  # damsm: word embedding size (ninput)
+    num_layers: int = 1  # damsm: LSTM layers
+    dropout: float = 0.5  # damsm: on word embeddings; char_cnn_rnn: before the output Linear
+    cnn_dim: int = 512  # char_cnn_rnn: last conv / RNN width
+    rnn_type: str = "gru"  # char_cnn_rnn: gru | rnn
+    variant: str = "long"  # char_cnn_rnn: long (18 steps) | short (8 steps)
+    doc_length: int = 201  # char_cnn_rnn: characters per caption
+
+
+@dataclass
+class DistillTeacherConfig:
+    source: str = "minilm"  # frozen encoder spec (minilm, minilm:DIR, clip:ARCH:CKPT, damsm:RUN) or 'pickle' (dataset embeddings)
+    cache_dir: str = ""  # embedding cache folder ('' = DATA_ROOT/.cache/text_embeddings)
+    batch_size: int = 256  # captions per teacher forward pass when filling the cache
+
+
+@dataclass
+class DistillLossConfig:
+    beta: float = 1.0  # SmoothL1 beta (torch default)
+    cosine_weight: float = 0.0  # + cosine_weight * (1 - cos(student, teacher))
+
+
+@dataclass
+class DistillRunConfig:
+    task: str = "distill"
+    data: DataConfig = field(default_factory=DataConfig)
+    student: DistillStudentConfig = field(default_factory=DistillStudentConfig)
+    teacher: DistillTeacherConfig = field(default_factory=DistillTeacherConfig)
+    loss: DistillLossConfig = field(default_factory=DistillLossConfig)
+    eval_split: str = "test"  # held-out captions scored after each export ('' = none)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr_g=1e-3, beta1=0.9, beta2=0.999, grad_clip=1.0))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/distill", ema_decay=0.0, batch_size=64,
+                                                                   max_steps=3000))
+
+
+@dataclass
+class CharCNNRNNConfig:
+    """Reed's hybrid char-CNN-RNN (t2igan.text.char_cnn_rnn.CharCNNRNN); defaults = the pretrained CUB model."""
+
+    emb_dim: int = 1024  # output embedding
+    cnn_dim: int = 512  # last conv / RNN width
+    rnn_type: str = "gru"  # gru (FixedGRU) | rnn (FixedRNN)
+    avg: bool = True  # time-average the GRU states
+    dropout: float = 0.0
+    doc_length: int = 201  # characters per caption
+    variant: str = "long"  # long (HybridCNNLong) | short (HybridCNN)
+
+
+@dataclass
+class SJELossConfig:
+    symmetric: bool = True  # Reed's -symmetric 1: hinge over texts per image and over images per text
+
+
+@dataclass
+class SJERunConfig:
+    task: str = "sje"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: CharCNNRNNConfig = field(default_factory=CharCNNRNNConfig)
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    loss: SJELossConfig = field(default_factory=SJELossConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr_g=7e-4))  # RMSprop lr (train_cub_hybrid.sh)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/char_cnn_rnn_synth64", ema_decay=0.0,
+                                                                   batch_size=40, max_steps=3000))
+
+
+TASKS: dict[str, type] = {"damsm": DAMSMRunConfig, "dfgan": DFGANRunConfig, "evaluator": EvaluatorRunConfig,
+                          "distill": DistillRunConfig, "sje": SJERunConfig}
 
 
 # ----------------------------------------------------------------------------- conversion

@@ -42,6 +42,33 @@ def save_text_encoder(directory: Path, encoder: TextEncoder, args: dict, vocab: 
     vocab.save(directory / "vocab.json")
 
 
+PRETRAINED_REF = "pretrained_text_encoder"  # text_encoder/config.json naming a frozen encoder spec, no weights
+
+
+def save_pretrained_text_encoder_ref(directory: Path, spec: str, encoder) -> None:
+    """A pipeline whose generator is conditioned on a frozen pretrained encoder (MiniLM, CLIP) stores
+    the encoder's spec and fingerprint, not its weights (they come from their own local files)."""
+    d = Path(directory) / "text_encoder"
+    d.mkdir(parents=True, exist_ok=True)
+    ckpt.write_json(d / ckpt.CONFIG, {"kind": PRETRAINED_REF, "spec": spec, "fingerprint": encoder.fingerprint()})
+
+
+def _pretrained_ref(d: Path):
+    p = d / "text_encoder" / ckpt.CONFIG
+    if not p.is_file():
+        return None
+    cfg = ckpt.read_json(p)
+    if cfg.get("kind") != PRETRAINED_REF:
+        return None
+    from t2igan.text.base import load_caption_encoder
+
+    enc = load_caption_encoder(str(cfg.get("spec")))
+    if cfg.get("fingerprint") and enc.fingerprint() != cfg["fingerprint"]:
+        raise T2IError(f"{p}: the text encoder {cfg.get('spec')!r} found here has other weights than the one "
+                       "this model was trained with")
+    return enc
+
+
 def load_text_encoder(directory: str | os.PathLike) -> tuple[TextEncoder, dict, Vocabulary, int]:
     """(encoder in eval mode, constructor args, vocabulary, max_words) from a pipeline/run folder."""
     d = resolve_dir(directory)
@@ -131,12 +158,20 @@ class Pipeline:
         family = info.get("family")
         if family == "damsm":
             raise T2IError(f"{d} holds DAMSM encoders (a text/image encoder run), not an image generator")
-        enc, _, vocab, max_words = load_text_encoder(d)
+        enc = _pretrained_ref(d)
+        if enc is not None:
+            vocab, max_words = None, 0
+        else:
+            enc, _, vocab, max_words = load_text_encoder(d)
         gen = _build_generator(family, d)
         return cls(vocab, enc, gen, family, max_words, info).to(device)
 
     @torch.inference_mode()
     def encode(self, captions: list[str]):
+        if self.vocab is None:  # a frozen caption-level encoder (t2igan.text.base.CaptionEncoder)
+            self.last_dropped_words = []
+            f = self.text_encoder.encode(list(captions))
+            return f.words_bdt, f.sentence, f.mask
         tokens, lengths, dropped = self.vocab.batch(list(captions), self.max_words)
         self.last_dropped_words = dropped
         dev = self.device
@@ -173,6 +208,9 @@ class Pipeline:
         return [Image.fromarray(a) for a in arr]
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
+        if self.vocab is None:
+            raise T2IError("save_pretrained: copy the run's pipeline folder instead (this model uses a frozen "
+                           "pretrained text encoder)")
         final = Path(directory)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt.fresh_tmp(final)

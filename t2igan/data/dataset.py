@@ -121,3 +121,4 @@ class Batch:
     wrong_tokens: torch.Tensor
     wrong_lengths: torch.Tensor
     index: torch.Tensor  # image index in the split
+    caption_index: torch.Tensor | None = None  # which caption of that image (keys precomputed embeddings)

@@ -90,6 +90,9 @@ def _load(models: dict, device: str) -> dict[str, Pipeline]:
     pipes = {}
     for name, m in models.items():
         pipes[name] = m if isinstance(m, Pipeline) else Pipeline.from_pretrained(m, device=device)
+        if pipes[name].vocab is None:
+            raise T2IError(f"{m}: serving a model conditioned on a frozen pretrained text encoder (MiniLM/CLIP) "
+                           "is not supported yet; use t2igan sample or Pipeline")
     return pipes
 
 

@@ -6,10 +6,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from t2igan import T2IError
 from t2igan.data.dataset import Batch
 from t2igan.data.text import Vocabulary
 from t2igan.models import dfgan
-from t2igan.pipeline import load_image_encoder, save_text_encoder, write_model_index
+from t2igan.pipeline import load_image_encoder, save_pretrained_text_encoder_ref, save_text_encoder, write_model_index
 from t2igan.text import damsm
 from t2igan.train import checkpoint as ckpt
 
@@ -74,11 +75,15 @@ class DFGANStep:
 
     ema_of = "netG"
 
-    def __init__(self, cfg, vocab: Vocabulary, text_encoder: damsm.TextEncoder, text_args: dict):
+    def __init__(self, cfg, vocab: Vocabulary, text_encoder: damsm.TextEncoder, text_args: dict, sentences=None):
+        """``sentences``: a :class:`t2igan.text.cache.CachedSentences` when conditioning on a frozen
+        pretrained encoder (``text_encoder`` is then that CaptionEncoder); the training captions'
+        vectors are looked up instead of running the encoder every step."""
         self.cfg, self.vocab = cfg, vocab
         self.text_encoder, self.text_args = text_encoder.eval().requires_grad_(False), text_args
+        self.sentences = sentences
         m, size = cfg.model, cfg.data.image_size
-        cond = text_encoder.nef
+        cond = text_encoder.sentence_dim if sentences is not None else text_encoder.nef
         self.g_args = dict(ngf=m.ngf, nz=m.nz, cond_dim=cond, imsize=size, ch_size=m.ch_size)
         self.netG = dfgan.NetG(**self.g_args)
         self.netD = dfgan.NetD(ndf=m.ndf, imsize=size, ch_size=m.ch_size)
@@ -86,6 +91,9 @@ class DFGANStep:
         self.modules = {"netG": self.netG, "netD": self.netD, "netC": self.netC}
         self.image_encoder = None
         if cfg.loss.damsm_lambda > 0:
+            if sentences is not None:
+                raise T2IError(f"loss.damsm_lambda > 0 needs a DAMSM text encoder run; text_encoder={cfg.text_encoder!r} "
+                               "is a frozen pretrained encoder (set loss.damsm_lambda=0)")
             self.image_encoder = load_image_encoder(cfg.text_encoder).requires_grad_(False)
         o = cfg.optim
         self.optimizers = {
@@ -108,8 +116,11 @@ class DFGANStep:
         o = self.cfg.optim
         self.text_encoder.eval()  # frozen: no dropout
         imgs = batch.images[-1]
-        with torch.no_grad():
-            words, sent, mask = self.text_encoder(batch.tokens, batch.lengths)
+        if self.sentences is not None:
+            sent = self.sentences.lookup(batch.index, batch.caption_index).to(imgs.device)
+        else:
+            with torch.no_grad():
+                words, sent, mask = self.text_encoder(batch.tokens, batch.lengths)
         B = imgs.size(0)
         imgs = imgs.requires_grad_(True)
         sent = sent.detach().requires_grad_(True)
@@ -150,7 +161,11 @@ class DFGANStep:
         g = ema if ema is not None else self.netG
         was = g.training
         g.eval()
-        _, sent, _ = self.text_encoder(tokens, lengths)
+        if self.sentences is not None:  # grids: the vocabulary-normalised caption text, re-encoded
+            caps = [self.vocab.decode(t[:k].tolist()) for t, k in zip(tokens.cpu(), lengths.cpu())]
+            sent = self.text_encoder.encode(caps).sentence
+        else:
+            _, sent, _ = self.text_encoder(tokens, lengths)
         sent = sent.repeat_interleave(n, 0)
         gen = torch.Generator().manual_seed(seed)
         noise = torch.randn(sent.size(0), self.cfg.model.nz, generator=gen).to(sent.device)
@@ -159,7 +174,10 @@ class DFGANStep:
         return out
 
     def export(self, directory: Path, ema) -> None:
-        save_text_encoder(directory, self.text_encoder, self.text_args, self.vocab, self.cfg.data.max_words)
+        if self.sentences is not None:
+            save_pretrained_text_encoder_ref(directory, self.sentences.spec, self.text_encoder)
+        else:
+            save_text_encoder(directory, self.text_encoder, self.text_args, self.vocab, self.cfg.data.max_words)
         ckpt.save_component(ema if ema is not None else self.netG, directory / "generator", "dfgan_generator", self.g_args)
         write_model_index(directory, family="dfgan", image_size=self.cfg.data.image_size,
                           generator_weights="ema" if ema is not None else "raw")

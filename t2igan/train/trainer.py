@@ -188,7 +188,7 @@ class Trainer:
             tokens=raw["tokens"].to(dev, non_blocking=True), lengths=raw["length"].to(dev, non_blocking=True),
             wrong_tokens=raw["wrong_tokens"].to(dev, non_blocking=True),
             wrong_lengths=raw["wrong_length"].to(dev, non_blocking=True),
-            index=raw["index"],
+            index=raw["index"], caption_index=raw["caption_index"],
         )
 
     def fit(self) -> dict:

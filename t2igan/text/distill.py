@@ -1,0 +1,180 @@
+"""Distillation: train a text encoder to reproduce given sentence embeddings.
+
+The student is the DAMSM bi-LSTM (:class:`t2igan.text.damsm.TextEncoder`) or Reed's
+char-CNN-RNN (:class:`t2igan.text.char_cnn_rnn.CharCNNRNN`); its sentence vector must have
+the teacher's width (``student.embed_dim: 0`` takes it from the teacher). The teacher is
+
+* a frozen encoder spec (``minilm``, ``minilm:DIR``, ``clip:ARCH:CKPT``, ``damsm:RUN``): its
+  embeddings of every caption are computed once into the embedding cache
+  (:mod:`t2igan.text.cache`), or
+* ``pickle``: the dataset's precomputed embeddings (StackGAN's
+  ``char-CNN-RNN-embeddings.pickle`` ``[N, captions, D]``, read by :mod:`t2igan.data.birds`
+  through the restricted unpickler).
+
+Loss: ``SmoothL1(student, target)`` (``beta``) + ``cosine_weight * (1 - cos)``. After every
+export the student is scored on the held-out split (``eval_split``): the mean cosine
+similarity between student and teacher vectors of each held-out caption, next to a
+baseline that predicts the mean training target for every caption. It is written to
+``distill_metrics.json`` in the exported pipeline folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from t2igan import T2IError
+from t2igan.data.folder import CaptionedImages
+from t2igan.text.cache import EmbeddingCache, flatten_captions
+
+METRICS = "distill_metrics.json"
+
+
+def teacher_targets(cfg, data: CaptionedImages) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(table [N_captions, D] float32, offsets [N_images + 1], description) for a split."""
+    flat, offsets = flatten_captions(data.captions)
+    src = cfg.teacher.source
+    if src == "pickle":
+        emb = data.meta.get("embeddings")
+        if emb is None:
+            raise T2IError(f"{data.root} [{data.split}]: teacher.source=pickle but the dataset has no precomputed "
+                           "embeddings (char-CNN-RNN-embeddings.pickle in the StackGAN layout)")
+        emb = torch.as_tensor(emb, dtype=torch.float32)  # (N, C, D)
+        rows = []
+        for i, caps in enumerate(data.captions):
+            if len(caps) > emb.shape[1]:
+                raise T2IError(f"{data.root} [{data.split}]: image {i} ({data.ids[i]}) has {len(caps)} captions but "
+                               f"the embeddings pickle holds {emb.shape[1]} per image")
+            rows.append(emb[i, : len(caps)])
+        return torch.cat(rows), offsets, f"pickle embeddings {list(emb.shape)}"
+    from t2igan.text.base import load_caption_encoder
+
+    teacher = load_caption_encoder(src)
+    cache_dir = Path(cfg.teacher.cache_dir) if cfg.teacher.cache_dir else Path(data.root) / ".cache" / "text_embeddings"
+    table = EmbeddingCache(cache_dir, batch_size=cfg.teacher.batch_size).sentences(teacher, flat)
+    return table, offsets, f"{teacher.name} ({src}), cache {cache_dir}"
+
+
+def build_student(cfg, vocab, dim: int) -> tuple[nn.Module, dict]:
+    s = cfg.student
+    if s.embed_dim and s.embed_dim != dim:
+        raise T2IError(f"student.embed_dim={s.embed_dim} but the teacher's embeddings are {dim}-d; "
+                       f"set student.embed_dim={dim} (or 0 to follow the teacher)")
+    if s.arch == "damsm":
+        from t2igan.text.damsm import TextEncoder
+
+        if dim % 2:
+            raise T2IError(f"a bidirectional DAMSM student needs an even width, the teacher's is {dim}")
+        args = dict(ntoken=len(vocab), ninput=s.word_dim, nhidden=dim, nlayers=s.num_layers, drop_prob=s.dropout)
+        return TextEncoder(**args), args
+    if s.arch == "char_cnn_rnn":
+        from t2igan.text.char_cnn_rnn import CharCNNRNN
+
+        args = dict(emb_dim=dim, cnn_dim=s.cnn_dim, rnn_type=s.rnn_type, avg=True, dropout=s.dropout,
+                    doc_length=s.doc_length, variant=s.variant)
+        return CharCNNRNN(**args), args
+    raise T2IError(f"student.arch must be 'damsm' or 'char_cnn_rnn', got {s.arch!r}")
+
+
+class DistillStep:
+    ema_of = None
+
+    def __init__(self, cfg, vocab, data: CaptionedImages, eval_data: CaptionedImages | None):
+        self.cfg, self.vocab, self.data, self.eval_data = cfg, vocab, data, eval_data
+        self.table, self.offsets, self.source = teacher_targets(cfg, data)
+        self.dim = int(self.table.shape[1])
+        self.student, self.args = build_student(cfg, vocab, self.dim)
+        self.modules = {"student": self.student}
+        o = cfg.optim
+        self.optimizers = {"adam": torch.optim.Adam(self.student.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2),
+                                                    weight_decay=o.weight_decay)}
+        self.eval_table = None
+        if eval_data is not None:
+            self.eval_table, self.eval_offsets, _ = teacher_targets(cfg, eval_data)
+
+    # ------------------------------------------------------------------ student forward
+    def student_sentences(self, captions: list[str] | None, tokens=None, lengths=None, device=None) -> torch.Tensor:
+        if self.cfg.student.arch == "damsm":
+            if tokens is None:
+                tokens, lengths, _ = self.vocab.batch(captions, self.cfg.data.max_words)
+            dev = device or next(self.student.parameters()).device
+            return self.student(tokens.to(dev), lengths.to(dev))[1]
+        from t2igan.text.char_cnn_rnn import encode_chars
+
+        dev = device or next(self.student.parameters()).device
+        return self.student(encode_chars(captions, self.student.doc_length).to(dev))[0]
+
+    def losses(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        L = self.cfg.loss
+        l1 = F.smooth_l1_loss(pred, target, beta=L.beta)
+        cos = F.cosine_similarity(pred, target, dim=1).mean()
+        return {"loss": l1 + L.cosine_weight * (1 - cos), "smooth_l1": l1, "cos": cos}
+
+    def train_step(self, batch, step: int) -> dict[str, torch.Tensor]:
+        rows = self.offsets[batch.index.cpu()] + batch.caption_index.cpu()
+        target = self.table[rows].to(batch.tokens.device)
+        caps = None if self.cfg.student.arch == "damsm" else [self.data.captions[int(i)][int(j)] for i, j in
+                                                               zip(batch.index, batch.caption_index)]
+        pred = self.student_sentences(caps, batch.tokens, batch.lengths, device=batch.tokens.device)
+        out = self.losses(pred, target)
+        opt = self.optimizers["adam"]
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        if self.cfg.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.optim.grad_clip)
+        opt.step()
+        return {k: v.detach() for k, v in out.items()}
+
+    @torch.no_grad()
+    def evaluate(self, batch_size: int = 500) -> dict:
+        """Mean/median cosine(student, teacher) over every held-out caption, and the mean-target baseline."""
+        if self.eval_data is None:
+            return {}
+        was = self.student.training
+        self.student.eval()
+        flat, _ = flatten_captions(self.eval_data.captions)
+        try:
+            pred = torch.cat([self.student_sentences(flat[i:i + batch_size]).float().cpu()
+                              for i in range(0, len(flat), batch_size)])
+        finally:
+            self.student.train(was)
+        cos = F.cosine_similarity(pred, self.eval_table, dim=1)
+        base = F.cosine_similarity(self.table.mean(0, keepdim=True), self.eval_table, dim=1)
+        return {"split": self.eval_data.split, "captions": len(flat), "cosine_mean": round(float(cos.mean()), 4),
+                "cosine_median": round(float(cos.median()), 4), "cosine_p10": round(float(cos.quantile(0.1)), 4),
+                "baseline_mean_target_cosine": round(float(base.mean()), 4), "teacher": self.source}
+
+    def sample(self, tokens, lengths, seed, n, ema):
+        return None
+
+    def export(self, directory: Path, ema) -> None:
+        from t2igan.pipeline import save_text_encoder, write_model_index
+        from t2igan.train import checkpoint as ckpt
+
+        directory = Path(directory)
+        if self.cfg.student.arch == "damsm":
+            save_text_encoder(directory, self.student, self.args, self.vocab, self.cfg.data.max_words)
+        else:
+            from t2igan.text.char_cnn_rnn import CharCNNRNNCaptionEncoder
+
+            CharCNNRNNCaptionEncoder(self.student).save_pretrained(directory / "text_encoder")
+        write_model_index(directory, family="text_encoder", student=self.cfg.student.arch, teacher=self.cfg.teacher.source)
+        metrics = self.evaluate()
+        if metrics:
+            ckpt.write_json(directory / METRICS, metrics)
+
+
+def build_distill_step(cfg, data: CaptionedImages, resume: bool):
+    """(DistillStep, vocabulary) for ``t2igan train`` (task ``distill``)."""
+    from t2igan.data.birds import load_any
+    from t2igan.data.text import Vocabulary
+
+    vocab_path = Path(cfg.train.out_dir) / "pipeline" / "vocab.json"
+    if resume and vocab_path.is_file():
+        vocab = Vocabulary.load(vocab_path)
+    else:
+        vocab = Vocabulary.build((c for caps in data.captions for c in caps), cfg.data.min_word_count)
+    eval_data = load_any(cfg.data.root, cfg.eval_split) if cfg.eval_split else None
+    return DistillStep(cfg, vocab, data, eval_data), vocab

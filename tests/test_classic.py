@@ -269,3 +269,15 @@ def test_mirrorgan_with_stream(tiny_data, tiny_damsm, tmp_path):
     _pipeline_checks(tmp_path / "run2", [16, 32], tmp_path, attention=True)
     with pytest.raises(T2IError, match="not an image generator|has no generator"):
         Pipeline.from_pretrained(stream)
+
+
+@pytest.mark.parametrize("name", ["gan_int_cls", "stackgan_stage1", "stackgan", "stackganpp", "attngan", "mirrorgan",
+                                  "stream"])
+def test_presets_load(name):
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / f"{name}_synth64.yaml")
+    assert cfg.data.root == "data/synthflowers64" and cfg.text_encoder == "runs/damsm_synth64"
+    if hasattr(cfg.model, "branch_num"):  # the multi-scale presets are consistent with their data section
+        assert cfg.data.image_size == cfg.model.base_size * 2 ** (cfg.model.branch_num - 1)
+        assert cfg.data.num_scales == cfg.model.branch_num

@@ -237,8 +237,8 @@ def _classic_optim() -> OptimConfig:
     return OptimConfig(lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999)
 
 
-def _classic_train(name: str) -> TrainConfig:
-    return TrainConfig(out_dir=f"runs/{name}", ema_decay=0.0)
+def _classic_train(name: str, ema_decay: float = 0.0) -> TrainConfig:
+    return TrainConfig(out_dir=f"runs/{name}", ema_decay=ema_decay)
 
 
 @dataclass
@@ -278,7 +278,7 @@ class AttnGANRunConfig:
     model: AttnGANConfig = field(default_factory=AttnGANConfig)
     text_encoder: str = "runs/damsm_synth64"  # DAMSM run: frozen text encoder + image encoder (DAMSM loss)
     optim: OptimConfig = field(default_factory=_classic_optim)
-    train: TrainConfig = field(default_factory=lambda: _classic_train("attngan_synth64"))
+    train: TrainConfig = field(default_factory=lambda: _classic_train("attngan_synth64", 0.999))  # official avg_param_G
 
 
 @dataclass
@@ -289,7 +289,7 @@ class MirrorGANRunConfig:
     text_encoder: str = "runs/damsm_synth64"
     stream: str = "runs/stream_synth64"  # trained STREAM captioner run (task stream); frozen
     optim: OptimConfig = field(default_factory=_classic_optim)
-    train: TrainConfig = field(default_factory=lambda: _classic_train("mirrorgan_synth64"))
+    train: TrainConfig = field(default_factory=lambda: _classic_train("mirrorgan_synth64", 0.999))
 
 
 @dataclass

@@ -12,6 +12,13 @@ Names follow taoxugit/AttnGAN ``code/model.py`` (``G_NET.ca_net``, ``h_net1``
 ``upsample``), ``img_net1..3``; ``D_NET64/128/256``: ``img_code_s16``, ..., ``COND_DNET``
 (``jointConv``, ``outlogits``), ``UNCOND_DNET``). Defaults: ``code/cfg/bird_attn2.yml`` with
 ``code/miscc/config.py`` (``GF_DIM 32, DF_DIM 64, CONDITION_DIM 100, R_NUM 2``, 3 branches).
+
+With the same weights and CA noise the generator's images and attention maps equal the
+official ``G_NET``'s (tests/test_classic.py::test_outputs_match_the_official_code) for
+captions without padding. With padding they differ on purpose: the official
+``GlobalAttentionGeneral`` tiles the padding mask as ``mask.repeat(queryL, 1)`` over rows
+ordered batch-major, so the rows of one caption get the masks of others; here each caption's
+padded words get exactly 0 attention.
 """
 from __future__ import annotations
 

@@ -1,14 +1,15 @@
 """GAN-INT-CLS (Reed et al., "Generative Adversarial Text to Image Synthesis", ICML 2016).
 
 DCGAN generator and discriminator at 64x64 conditioned on a sentence embedding that is
-first projected (``Linear -> BN -> LeakyReLU(0.2)``, Reed's ``nt = 128``). The generator
+first projected (``Linear -> LeakyReLU(0.2)``, Reed's ``nt = 128``). The generator
 concatenates the projection with the noise; the discriminator replicates it spatially at
 4x4 and concatenates it with the image features. Trained with the matching-aware (CLS)
 loss and the interpolation (INT) term, see :class:`t2igan.train.classic.GANINTCLSStep`.
 
 Reed's code is Lua Torch; module names follow the widely used PyTorch port
 (``projection``, ``netG``; ``netD_1``, ``projector``, ``netD_2``). Defaults are Reed's
-``main_cls_int.lua`` (``ngf = 128, ndf = 64, nz = 100, nt = 128``, 64x64).
+``main_cls_int.lua`` (``ngf = 128, ndf = 64, nz = 100, nt = 128``, 64x64); the extra
+residual 1x1/3x3 conv branches of that Lua code are left out (the DCGAN core is kept).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from t2igan.models.blocks import GenOutput, log2_int
 
 
 def _projection(t_dim: int, nt: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(t_dim, nt), nn.BatchNorm1d(nt), nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(nn.Linear(t_dim, nt), nn.LeakyReLU(0.2, inplace=True))
 
 
 class NetG(nn.Module):

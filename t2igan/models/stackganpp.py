@@ -11,11 +11,14 @@ Names follow hanzhanggit/StackGAN-v2 ``code/model.py`` (``G_NET.ca_net``, ``h_ne
 ``jointConv``, ``uncond_logits``). Defaults: ``code/cfg/birds_3stages.yml``. Heads return
 logits (the official ``nn.Sigmoid`` + ``BCELoss`` is ``BCEWithLogits`` here).
 
-``hdgan=True`` gives HDGAN-style heads (Zhang, Xie & Yang, "Photographic Text-to-Image
-Synthesis with a Hierarchically-nested Adversarial Network", CVPR 2018): the unconditional
-head scores every cell of the 4x4 code (a local patch "image loss") instead of the whole
-image, while the conditional head gives the global "pair loss" with matching-aware
-(wrong caption) negatives; the per-scale discriminators are HDGAN's side outputs.
+``hdgan=True`` gives HDGAN-style discriminators (Zhang, Xie & Yang, "Photographic
+Text-to-Image Synthesis with a Hierarchically-nested Adversarial Network", CVPR 2018; code
+ypxie/HDGan): the per-scale discriminators are the hierarchically-nested side outputs; the
+unconditional head scores every cell of the 4x4 code (the local "image loss", HDGAN's
+``local_img_disc``) instead of the whole image, the conditional head gives the global "pair
+loss" with matching-aware (wrong caption) negatives, and both use HDGAN's least-squares
+losses (see :class:`t2igan.train.classic.StackGANppStep`). HDGAN's own generator (residual
+``scale_N`` blocks) is not ported; the StackGAN++ tree generator is used.
 """
 from __future__ import annotations
 

@@ -38,6 +38,11 @@ def bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, 1.0 if real else 0.0))
 
 
+def lsgan(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """Least-squares GAN loss (HDGAN): ``mean((x - 1)^2)`` for real, ``mean(x^2)`` for fake."""
+    return (logits - 1).pow(2).mean() if real else logits.pow(2).mean()
+
+
 def roll(x: torch.Tensor) -> torch.Tensor:
     """Pair item i with item i-1's condition (a mismatched pair for every item)."""
     return torch.roll(x, 1, 0)
@@ -261,40 +266,52 @@ class StackGANppStep(_MultiScaleStep):
 
     def train_step(self, batch: Batch, step: int):
         m = self.cfg.model
-        u = m.uncond_loss
         _, sent, _ = self.encode(batch.tokens, batch.lengths)
         out = self.netG.run(self.noise(sent.size(0), sent.device), sent)
         mu, logvar = out.mu, out.logvar
         cond = mu.detach()
         logs = {}
         d_total = 0.0
-        for k, D in enumerate(self.netsD):  # official train_Dnet per scale
+        for k, D in enumerate(self.netsD):
             real, fake = batch.images[k], out.images[k].detach()
-            r, w, f = D(real, cond), D(real, roll(cond)), D(fake, cond)
-            e_real, e_wrong, e_fake = bce(r[0], True), bce(w[0], False), bce(f[0], False)
-            if u > 0:
-                e_real = e_real + u * bce(r[1], True)
-                e_wrong = e_wrong + u * bce(w[1], True)  # a real image is real, whatever the caption
-                e_fake = e_fake + u * bce(f[1], False)
-                d_loss = e_real + e_wrong + e_fake
-            else:
-                d_loss = e_real + 0.5 * (e_wrong + e_fake)
+            d_loss = (self.d_loss_hdgan if m.hdgan else self.d_loss)(D(real, cond), D(real, roll(cond)), D(fake, cond))
             self.step_optim(f"D{k}", d_loss)
             d_total = d_total + d_loss.detach()
         g_loss = 0.0
-        for k, D in enumerate(self.netsD):  # official train_Gnet
-            o = D(out.images[k], mu)
-            g_loss = g_loss + bce(o[0], True) + (u * bce(o[1], True) if u > 0 else 0.0)
-        if m.color_loss > 0:
+        for k, D in enumerate(self.netsD):  # official train_Gnet (HDGAN: pair + local image loss, LSGAN)
+            pair, local = D(out.images[k], mu)
+            if m.hdgan:
+                g_loss = g_loss + lsgan(pair, True) + lsgan(local, True)
+            else:
+                g_loss = g_loss + bce(pair, True) + (m.uncond_loss * bce(local, True) if m.uncond_loss > 0 else 0.0)
+        if m.color_loss > 0 and len(out.images) > 1:
             color = sum(color_consistency_loss(out.images[k], out.images[k - 1], m.color_loss, m.color_cov)
                         for k in range(1, len(out.images)))
-            if len(out.images) > 1:
-                g_loss = g_loss + color
-                logs["color"] = color.detach()
+            g_loss = g_loss + color
+            logs["color"] = color.detach()
         kl = kl_loss(mu, logvar)
         g_loss = g_loss + m.kl_coeff * kl
         self.step_optim("G", g_loss)
         return {"d_loss": d_total, "g_loss": g_loss.detach(), "kl": kl.detach(), **logs}
+
+    def d_loss(self, r, w, f):
+        """Official StackGAN++ train_Dnet (wrong pair = real image, mismatched condition)."""
+        u = self.cfg.model.uncond_loss
+        e_real, e_wrong, e_fake = bce(r[0], True), bce(w[0], False), bce(f[0], False)
+        if u > 0:
+            e_real = e_real + u * bce(r[1], True)
+            e_wrong = e_wrong + u * bce(w[1], True)  # a real image is real, whatever the caption
+            e_fake = e_fake + u * bce(f[1], False)
+            return e_real + e_wrong + e_fake
+        return e_real + 0.5 * (e_wrong + e_fake)
+
+    @staticmethod
+    def d_loss_hdgan(r, w, f):
+        """HDGAN ``compute_d_pair_loss`` + ``compute_d_img_loss`` (least squares; the local image
+        loss sees real and mismatched-caption real images as real, fakes as fake)."""
+        pair = lsgan(r[0], True) + (lsgan(w[0], False) + lsgan(f[0], False)) / 2.0
+        image = 0.5 * lsgan(w[1], True) + 0.5 * lsgan(r[1], True) + lsgan(f[1], False)
+        return pair + image
 
 
 class AttnGANStep(_MultiScaleStep):

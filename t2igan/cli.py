@@ -127,6 +127,10 @@ def build_training(cfg, resume: bool):
 
         vocab = Vocabulary.build(c for caps in data.captions for c in caps)  # batches carry tokens; SJE reads characters
         task = SJEStep(cfg, vocab, data)
+    elif cfg.task in ("gan_int_cls", "stackgan", "stackganpp", "attngan", "mirrorgan", "stream"):
+        from t2igan.train.classic import build_classic_step
+
+        task, vocab = build_classic_step(cfg, len(data))
     else:
         raise T2IError(f"task {cfg.task!r} is not trained by the GAN trainer")
     dataset = TextImageDataset(data, vocab, cfg.data.image_size, cfg.data.max_words, cfg.data.crop,
@@ -173,15 +177,24 @@ def cmd_sample(a) -> None:
     if a.n < 1 or a.n > 64:
         raise T2IError(f"-n must be between 1 and 64, got {a.n}")
     pipe = Pipeline.from_pretrained(a.run, device=a.device)
-    imgs = pipe.generate(a.captions, seed=a.seed, n=a.n, truncation=a.truncation)
+    stages = pipe.generate(a.captions, seed=a.seed, n=a.n, truncation=a.truncation, return_all_stages=True)
+    imgs, nrow, note = stages[-1], a.n, ""
+    if a.all_stages and len(stages) > 1:  # each image's stages side by side, upsampled to the final size
+        import torch
+        import torch.nn.functional as F
+
+        size = stages[-1].shape[-1]
+        up = [F.interpolate(s, size=(size, size), mode="nearest") for s in stages]
+        imgs, nrow = torch.stack(up, 1).flatten(0, 1), a.n * len(stages)
+        note = f", stages {', '.join(str(s.shape[-1]) for s in stages)} side by side"
     if pipe.last_dropped_words:
         print(f"note: words not in the model's vocabulary were ignored: {', '.join(pipe.last_dropped_words)}", file=sys.stderr)
     out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise T2IError(f"output must end in .png, .jpg or .webp: {out}")
-    save_image(imgs, out, nrow=a.n, padding=2 if imgs.size(0) > 1 else 0)
-    print(f"wrote {imgs.size(0)} image(s) ({len(a.captions)} caption(s) x {a.n}, seed {a.seed}) to {out}")
+    save_image(imgs, out, nrow=nrow, padding=2 if imgs.size(0) > 1 else 0)
+    print(f"wrote {stages[-1].size(0)} image(s) ({len(a.captions)} caption(s) x {a.n}, seed {a.seed}{note}) to {out}")
 
 
 # ----------------------------------------------------------------------------- eval
@@ -381,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--truncation", type=float, default=None, help="clamp noise to [-t, t]")
     sm.add_argument("--device", default="cpu")
+    sm.add_argument("--all-stages", action="store_true",
+                    help="multi-stage models (StackGAN, StackGAN++, AttnGAN, MirrorGAN): every stage side by side")
     sm.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("eval", help="metrics of a run (attribute accuracy, FID-SF, FID/KID/IS, R-precision, diversity); "

@@ -234,7 +234,165 @@ class SJERunConfig:
                                                                    batch_size=40, max_steps=3000))
 
 
+
+# ----------------------------------------------------------------------------- classic family
+@dataclass
+class GANINTCLSConfig:
+    """GAN-INT-CLS (Reed et al. 2016); defaults: Reed's main_cls_int.lua."""
+
+    ngf: int = 128  # generator base width
+    ndf: int = 64  # discriminator base width
+    nz: int = 100  # noise size
+    nt: int = 128  # projected text size
+    cls: bool = True  # matching-aware loss: D also sees (real image, wrong caption) as fake
+    int_beta: float = 0.5  # INT: G also draws from beta*t1 + (1-beta)*t2 (0 = INT off)
+
+
+@dataclass
+class StackGANConfig:
+    """StackGAN v1; defaults: StackGAN-Pytorch code/miscc/config.py (birds shape)."""
+
+    stage: int = 1  # 1: train stage I; 2: train stage II on a frozen stage-I run
+    stage1: str = ""  # stage 2: the stage-I run (or its pipeline dir)
+    stage1_size: int = 64  # stage-I image side (stage 1); stage II draws data.image_size
+    gf_dim: int = 128  # GAN.GF_DIM (stage I works at 8*gf_dim)
+    df_dim: int = 64  # GAN.DF_DIM
+    c_dim: int = 128  # GAN.CONDITION_DIM
+    nz: int = 100  # Z_DIM
+    r_num: int = 4  # GAN.R_NUM residual blocks in stage II
+    kl_coeff: float = 2.0  # TRAIN.COEFF.KL
+    lr_decay_epoch: int = 600  # halve both learning rates every this many epochs (config.py default; paper: 100)
+
+
+@dataclass
+class StackGANppConfig:
+    """StackGAN++ (StackGAN-v2); defaults: code/cfg/birds_3stages.yml."""
+
+    branch_num: int = 3  # TREE.BRANCH_NUM: scales base_size * 2**k
+    base_size: int = 64  # TREE.BASE_SIZE: first branch's side
+    gf_dim: int = 64  # GAN.GF_DIM
+    df_dim: int = 64  # GAN.DF_DIM
+    c_dim: int = 128  # GAN.EMBEDDING_DIM
+    nz: int = 100  # GAN.Z_DIM
+    r_num: int = 2  # GAN.R_NUM
+    kl_coeff: float = 2.0  # TRAIN.COEFF.KL
+    uncond_loss: float = 1.0  # TRAIN.COEFF.UNCOND_LOSS
+    color_loss: float = 0.0  # TRAIN.COEFF.COLOR_LOSS (birds: 0; the *_color configs: 50)
+    color_cov: float = 5.0  # covariance term weight relative to the mean term (official: 5)
+    hdgan: bool = False  # HDGAN-style discriminators: local patch image loss + pair (matching) loss
+
+
+@dataclass
+class AttnGANConfig:
+    """AttnGAN; defaults: code/cfg/bird_attn2.yml + code/miscc/config.py."""
+
+    branch_num: int = 3
+    base_size: int = 64
+    gf_dim: int = 32
+    df_dim: int = 64
+    c_dim: int = 100  # GAN.CONDITION_DIM
+    nz: int = 100
+    r_num: int = 2
+    kl_coeff: float = 1.0  # the official trainer adds KL_loss unweighted
+    damsm_lambda: float = 5.0  # TRAIN.SMOOTH.LAMBDA (birds 5.0)
+    gamma1: float = 4.0  # TRAIN.SMOOTH.GAMMA1..3
+    gamma2: float = 5.0
+    gamma3: float = 10.0
+
+
+@dataclass
+class MirrorGANConfig(AttnGANConfig):
+    """MirrorGAN; defaults: cfg/train_bird.yml (DAMSM LAMBDA 0.0, caption LAMBDA1 10.0)."""
+
+    damsm_lambda: float = 0.0
+    caption_lambda: float = 10.0  # TRAIN.SMOOTH.LAMBDA1: STREAM caption cross-entropy on fakes
+
+
+@dataclass
+class STREAMConfig:
+    """MirrorGAN's STREAM captioner; CAP section of cfg/train_bird.yml. The official CNN is an
+    ImageNet ResNet-152; here a small CNN trained from scratch (``width``)."""
+
+    embed_size: int = 256
+    hidden_size: int = 256  # the decoder LSTM has 2 * hidden_size units (official)
+    num_layers: int = 1
+    width: int = 32  # CNN base width
+    image_size: int = 64  # side the CNN sees (generated images are resized to it)
+
+
+def _classic_optim() -> OptimConfig:
+    return OptimConfig(lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999)
+
+
+def _classic_train(name: str, ema_decay: float = 0.0) -> TrainConfig:
+    return TrainConfig(out_dir=f"runs/{name}", ema_decay=ema_decay)
+
+
+@dataclass
+class GANINTCLSRunConfig:
+    task: str = "gan_int_cls"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: GANINTCLSConfig = field(default_factory=GANINTCLSConfig)
+    text_encoder: str = "runs/damsm_synth64"
+    optim: OptimConfig = field(default_factory=_classic_optim)
+    train: TrainConfig = field(default_factory=lambda: _classic_train("gan_int_cls_synth64"))
+
+
+@dataclass
+class StackGANRunConfig:
+    task: str = "stackgan"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: StackGANConfig = field(default_factory=StackGANConfig)
+    text_encoder: str = "runs/damsm_synth64"
+    optim: OptimConfig = field(default_factory=_classic_optim)
+    train: TrainConfig = field(default_factory=lambda: _classic_train("stackgan_synth64"))
+
+
+@dataclass
+class StackGANppRunConfig:
+    task: str = "stackganpp"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: StackGANppConfig = field(default_factory=StackGANppConfig)
+    text_encoder: str = "runs/damsm_synth64"
+    optim: OptimConfig = field(default_factory=_classic_optim)
+    train: TrainConfig = field(default_factory=lambda: _classic_train("stackganpp_synth64"))
+
+
+@dataclass
+class AttnGANRunConfig:
+    task: str = "attngan"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: AttnGANConfig = field(default_factory=AttnGANConfig)
+    text_encoder: str = "runs/damsm_synth64"  # DAMSM run: frozen text encoder + image encoder (DAMSM loss)
+    optim: OptimConfig = field(default_factory=_classic_optim)
+    train: TrainConfig = field(default_factory=lambda: _classic_train("attngan_synth64", 0.999))  # official avg_param_G
+
+
+@dataclass
+class MirrorGANRunConfig:
+    task: str = "mirrorgan"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: MirrorGANConfig = field(default_factory=MirrorGANConfig)
+    text_encoder: str = "runs/damsm_synth64"
+    stream: str = "runs/stream_synth64"  # trained STREAM captioner run (task stream); frozen
+    optim: OptimConfig = field(default_factory=_classic_optim)
+    train: TrainConfig = field(default_factory=lambda: _classic_train("mirrorgan_synth64", 0.999))
+
+
+@dataclass
+class STREAMRunConfig:
+    task: str = "stream"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: STREAMConfig = field(default_factory=STREAMConfig)
+    text_encoder: str = "runs/damsm_synth64"  # only its vocabulary is used (same token ids as the GAN)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr_g=1e-3, beta1=0.9, beta2=0.999))
+    train: TrainConfig = field(default_factory=lambda: _classic_train("stream_synth64"))
+
+
 TASKS: dict[str, type] = {"damsm": DAMSMRunConfig, "dfgan": DFGANRunConfig, "evaluator": EvaluatorRunConfig,
+                          "gan_int_cls": GANINTCLSRunConfig, "stackgan": StackGANRunConfig,
+                          "stackganpp": StackGANppRunConfig, "attngan": AttnGANRunConfig,
+                          "mirrorgan": MirrorGANRunConfig, "stream": STREAMRunConfig,
                           "distill": DistillRunConfig, "sje": SJERunConfig}
 
 

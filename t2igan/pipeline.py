@@ -8,7 +8,7 @@ Folder layout (Hugging Face style)::
     model_index.json      {"family": "dfgan", "image_size": 64, ...}
     vocab.json
     text_encoder/         config.json + model.safetensors
-    generator/            config.json + model.safetensors
+    generator/            config.json + model.safetensors (kind per family: see ``_families``)
     image_encoder/        (DAMSM runs only)
 
 Unknown words in a caption are dropped (as the official AttnGAN/DF-GAN code does) and
@@ -113,17 +113,44 @@ def resolve_dir(path: str | os.PathLike) -> Path:
     raise T2IError(f"{p} is not a t2igan pipeline or run folder (no {MODEL_INDEX} in it or in {p / 'pipeline'})")
 
 
-def _build_generator(family: str, directory: Path) -> nn.Module:
-    from t2igan.models import dfgan
+def _families() -> dict[str, tuple[str, type]]:
+    """family (model_index.json) -> (generator component kind, generator class)."""
+    from t2igan.models import attngan, dfgan, gan_int_cls, mirrorgan, stackgan, stackganpp
 
-    families = {"dfgan": ("dfgan_generator", dfgan.NetG)}
-    if family not in families:
-        raise T2IError(f"{directory}: family {family!r} has no generator (known: {', '.join(families)})")
-    kind, cls = families[family]
+    return {
+        "dfgan": ("dfgan_generator", dfgan.NetG),
+        "gan_int_cls": ("gan_int_cls_generator", gan_int_cls.NetG),
+        "stackgan_stage1": ("stackgan_stage1_generator", stackgan.STAGE1_G),
+        "stackgan_stage2": ("stackgan_stage2_generator", stackgan.STAGE2_G),
+        "stackganpp": ("stackganpp_generator", stackganpp.G_NET),
+        "attngan": ("attngan_generator", attngan.G_NET),
+        "mirrorgan": ("mirrorgan_generator", mirrorgan.G_NET),
+    }
+
+
+def generator_kind(family: str) -> str:
+    fams = _families()
+    if family not in fams:
+        raise T2IError(f"family {family!r} has no generator (known: {', '.join(fams)})")
+    return fams[family][0]
+
+
+def generator_config(g: nn.Module) -> dict:
+    """Constructor arguments of a generator (classic families keep them in ``g.config``)."""
+    if hasattr(g, "config"):
+        return dict(g.config)
+    return dict(ngf=g.ngf, nz=g.nz, cond_dim=g.cond_dim, imsize=g.imsize, ch_size=g.ch_size)  # DF-GAN NetG
+
+
+def _build_generator(family: str, directory: Path) -> nn.Module:
+    fams = _families()
+    if family not in fams:
+        raise T2IError(f"{directory}: family {family!r} has no generator (known: {', '.join(fams)})")
+    kind, cls = fams[family]
     cfg, state = ckpt.read_component(directory / "generator", kind)
     try:
         g = cls(**cfg)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise T2IError(f"{directory / 'generator' / 'config.json'}: bad arguments ({e})") from None
     ckpt.load_state_strict(g, state, str(directory / "generator"))
     return g.eval()
@@ -158,6 +185,8 @@ class Pipeline:
         family = info.get("family")
         if family == "damsm":
             raise T2IError(f"{d} holds DAMSM encoders (a text/image encoder run), not an image generator")
+        if family == "stream":
+            raise T2IError(f"{d} holds a STREAM image captioner (MirrorGAN's), not an image generator")
         enc = _pretrained_ref(d)
         if enc is not None:
             vocab, max_words = None, 0
@@ -186,19 +215,51 @@ class Pipeline:
             z = z.clamp(-truncation, truncation)
         return z
 
-    @torch.inference_mode()
-    def generate(self, captions: list[str], seed: int = 0, n: int = 1, batch_size: int = 64,
-                 truncation: float | None = None) -> torch.Tensor:
-        """Float images in [0, 1], ``[len(captions) * n, 3, S, S]``, caption-major; same seed, same images."""
+    def _inputs(self, captions, seed: int, n: int, truncation: float | None):
         if isinstance(captions, str):
             captions = [captions]
         if n < 1 or len(captions) * n > MAX_IMAGES_PER_CALL:
             raise T2IError(f"n must be between 1 and {MAX_IMAGES_PER_CALL // max(len(captions), 1)}, got {n}")
-        _, sent, _ = self.encode(captions)
-        sent = sent.repeat_interleave(n, 0)
+        words, sent, mask = self.encode(captions)
+        words, sent, mask = (t.repeat_interleave(n, 0) for t in (words, sent, mask))
         z = self.noise(sent.size(0), seed, truncation).to(self.device)
-        out = [self.generator(z[i:i + batch_size], sent[i:i + batch_size]) for i in range(0, sent.size(0), batch_size)]
-        return torch.cat(out).float().add(1).div(2).clamp(0, 1)
+        eps = None
+        dims = tuple(getattr(self.generator, "eps_dims", ()))
+        if dims:  # conditioning-augmentation noise, drawn after z from the same seed, one block per CA net
+            g = torch.Generator().manual_seed(int(seed))
+            torch.randn(sent.size(0), self.generator.nz, generator=g)
+            eps = torch.cat([torch.randn(sent.size(0), k, generator=g) for k in dims], 1).to(self.device)
+        return z, eps, sent, words, mask
+
+    @torch.inference_mode()
+    def generate_stages(self, captions: list[str], seed: int = 0, n: int = 1, batch_size: int = 64,
+                        truncation: float | None = None) -> dict:
+        """Every stage's images (smallest first, float [0, 1]) and, for AttnGAN/MirrorGAN, the word
+        attention maps per attended stage ``[B, T, h, w]`` (sum to 1 over a caption's words)."""
+        z, eps, sent, words, mask = self._inputs(captions, seed, n, truncation)
+        g = self.generator
+        stages: list[list[torch.Tensor]] = []
+        attention: list[list[torch.Tensor]] = []
+        for i in range(0, sent.size(0), batch_size):
+            sl = slice(i, i + batch_size)
+            if hasattr(g, "run"):
+                out = g.run(z[sl], sent[sl], words[sl], mask[sl], eps=None if eps is None else eps[sl])
+                imgs, att = out.images, out.attention
+            else:
+                imgs, att = [g(z[sl], sent[sl])], []
+            stages.append(imgs)
+            attention.append(att)
+        images = [torch.cat([b[k] for b in stages]).float().add(1).div(2).clamp(0, 1) for k in range(len(stages[0]))]
+        maps = [torch.cat([b[k] for b in attention]).float() for k in range(len(attention[0]))]
+        return {"images": images, "attention": maps, "mask": mask}
+
+    @torch.inference_mode()
+    def generate(self, captions: list[str], seed: int = 0, n: int = 1, batch_size: int = 64,
+                 truncation: float | None = None, return_all_stages: bool = False):
+        """Float images in [0, 1], ``[len(captions) * n, 3, S, S]``, caption-major; same seed, same images.
+        ``return_all_stages``: a list with every stage's images instead, smallest first."""
+        out = self.generate_stages(captions, seed=seed, n=n, batch_size=batch_size, truncation=truncation)
+        return out["images"] if return_all_stages else out["images"][-1]
 
     def __call__(self, captions: list[str], seed: int = 0, n: int = 1, truncation: float | None = None):
         from PIL import Image
@@ -219,7 +280,6 @@ class Pipeline:
                     drop_prob=te.drop.p, bidirectional=te.num_directions == 2)
         save_text_encoder(tmp, te, args, self.vocab, self.max_words)
         g = self.generator
-        ckpt.save_component(g, tmp / "generator", "dfgan_generator",
-                            dict(ngf=g.ngf, nz=g.nz, cond_dim=g.cond_dim, imsize=g.imsize, ch_size=g.ch_size))
+        ckpt.save_component(g, tmp / "generator", generator_kind(self.family), generator_config(g))
         write_model_index(tmp, **{**self.info, "family": self.family})
         ckpt.replace_dir(tmp, final)

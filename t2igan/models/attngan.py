@@ -1,0 +1,113 @@
+"""AttnGAN (Xu et al., "AttnGAN: Fine-Grained Text to Image Generation with Attentional
+Generative Adversarial Networks", CVPR 2018).
+
+The first stage draws from noise and the conditioning-augmented sentence; every later stage
+attends over the words (``GlobalAttentionGeneral``: each sub-region gets a word-context
+vector, softmax over the words), joins it with the image features, refines and upsamples.
+The generator is trained with per-scale conditional + unconditional GAN losses and the
+DAMSM word + sentence matching loss on the last image (``TRAIN.SMOOTH.LAMBDA``).
+
+Names follow taoxugit/AttnGAN ``code/model.py`` (``G_NET.ca_net``, ``h_net1``
+(``INIT_STAGE_G``), ``h_net2/3`` (``NEXT_STAGE_G``: ``att.conv_context``, ``residual``,
+``upsample``), ``img_net1..3``; ``D_NET64/128/256``: ``img_code_s16``, ..., ``COND_DNET``
+(``jointConv``, ``outlogits``), ``UNCOND_DNET``). Defaults: ``code/cfg/bird_attn2.yml`` with
+``code/miscc/config.py`` (``GF_DIM 32, DF_DIM 64, CONDITION_DIM 100, R_NUM 2``, 3 branches).
+
+With the same weights and CA noise the generator's images and attention maps equal the
+official ``G_NET``'s (tests/test_classic.py::test_outputs_match_the_official_code) for
+captions without padding. With padding they differ on purpose: the official
+``GlobalAttentionGeneral`` tiles the padding mask as ``mask.repeat(queryL, 1)`` over rows
+ordered batch-major, so the rows of one caption get the masks of others; here each caption's
+padded words get exactly 0 attention.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from t2igan.models.blocks import (CA_NET, GET_IMAGE_G, INIT_STAGE_G, GenOutput, GlobalAttentionGeneral, ImageCode,
+                                  ResBlockGLU, block3x3_leaky, log2_int, up_block_glu)
+
+
+class NEXT_STAGE_G(nn.Module):  # noqa: N801
+    """Word attention -> ``cat(h, word context)`` -> residual blocks -> 2x upsample (width ngf)."""
+
+    def __init__(self, ngf: int, nef: int, ncf: int, num_residual: int = 2):
+        super().__init__()
+        self.att = GlobalAttentionGeneral(ngf, nef)
+        self.residual = nn.Sequential(*[ResBlockGLU(ngf * 2) for _ in range(num_residual)])
+        self.upsample = up_block_glu(ngf * 2, ngf)
+
+    def forward(self, h_code, c_code, word_embs, mask):
+        c, att = self.att(h_code, word_embs, mask)
+        return self.upsample(self.residual(torch.cat((h_code, c), 1))), att
+
+
+class G_NET(nn.Module):  # noqa: N801
+    """``run(noise, sent, words [B, nef, T], mask [B, T], eps=None) -> GenOutput(images,
+    attention per attended stage [B, T, h, w], mu, logvar)``."""
+
+    next_stage = NEXT_STAGE_G
+
+    def __init__(self, t_dim: int = 256, c_dim: int = 100, nz: int = 100, gf_dim: int = 32, r_num: int = 2,
+                 branch_num: int = 3, base_size: int = 64):
+        super().__init__()
+        self.config = dict(t_dim=t_dim, c_dim=c_dim, nz=nz, gf_dim=gf_dim, r_num=r_num, branch_num=branch_num,
+                           base_size=base_size)
+        if not 1 <= branch_num <= 3:
+            raise ValueError(f"branch_num must be 1..3, got {branch_num}")
+        n_up = log2_int(base_size, "base_size") - 2
+        if not 1 <= n_up <= 4:
+            raise ValueError(f"base_size must be 8..64, got {base_size}")
+        self.nz, self.c_dim, self.eps_dims, self.branch_num = nz, c_dim, (c_dim,), branch_num
+        self.imsize = base_size * 2 ** (branch_num - 1)
+        self.ca_net = CA_NET(t_dim, c_dim, glu=True)
+        self.h_net1 = INIT_STAGE_G(gf_dim * 2 ** n_up, nz + c_dim, n_up)  # official: ngf * 16
+        self.img_net1 = GET_IMAGE_G(gf_dim)
+        for k in range(2, branch_num + 1):
+            self.add_module(f"h_net{k}", self.next_stage(gf_dim, t_dim, c_dim, r_num))
+            self.add_module(f"img_net{k}", GET_IMAGE_G(gf_dim))
+
+    def run(self, noise, sent, words=None, mask=None, eps=None) -> GenOutput:
+        if self.branch_num > 1 and words is None:
+            raise ValueError("this generator attends over words: pass words [B, nef, T] and mask [B, T]")
+        c_code, mu, logvar = self.ca_net(sent, eps)
+        h = self.h_net1(noise, c_code)
+        images, maps = [self.img_net1(h)], []
+        for k in range(2, self.branch_num + 1):
+            h, att = getattr(self, f"h_net{k}")(h, c_code, words, mask)
+            images.append(getattr(self, f"img_net{k}")(h))
+            maps.append(att)
+        return GenOutput(images=images, attention=maps, mu=mu, logvar=logvar)
+
+    def forward(self, noise, sent, words=None, mask=None):
+        return self.run(noise, sent, words, mask).images[-1]
+
+
+class D_GET_LOGITS(nn.Module):  # noqa: N801
+    def __init__(self, ndf: int, nef: int, bcondition: bool = False):
+        super().__init__()
+        self.ef_dim, self.bcondition = nef, bcondition
+        if bcondition:
+            self.jointConv = block3x3_leaky(ndf * 8 + nef, ndf * 8)
+        self.outlogits = nn.Sequential(nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=4))
+
+    def forward(self, h_code, c_code=None):
+        if self.bcondition and c_code is not None:
+            c = c_code.view(-1, self.ef_dim, 1, 1).expand(-1, -1, 4, 4)
+            h_code = self.jointConv(torch.cat((h_code, c), 1))
+        return self.outlogits(h_code).view(-1)
+
+
+class D_NET(ImageCode, nn.Module):  # noqa: N801
+    """D_NET64/128/256 by ``imsize``; ``forward(x) -> code [B, 8ndf, 4, 4]``; heads
+    ``COND_DNET(code, sent)`` and ``UNCOND_DNET(code)`` give logits [B]."""
+
+    def __init__(self, imsize: int = 64, df_dim: int = 64, nef: int = 256, b_jcu: bool = True):
+        nn.Module.__init__(self)
+        self.build_image_code(df_dim, imsize)
+        self.UNCOND_DNET = D_GET_LOGITS(df_dim, nef, bcondition=False) if b_jcu else None
+        self.COND_DNET = D_GET_LOGITS(df_dim, nef, bcondition=True)
+
+    def forward(self, x_var):
+        return self.image_code(x_var)

@@ -100,6 +100,7 @@ def test_dfgan_two_processes_equal_one(tiny_data, tiny_damsm, tmp_path, config):
     assert_same(weights(tmp_path / "one"), weights(tmp_path / "two"), init)
 
 
+@pytest.mark.slow  # ~30 s: a torchrun start-up of its own
 def test_damsm_two_processes_equal_one(tiny_data, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"task": "damsm"}))

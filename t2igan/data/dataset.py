@@ -90,17 +90,23 @@ class EpochBatchSampler:
             step = (epoch + 1) * self.steps_per_epoch
 
 
-def augment(images: torch.Tensor, size: int, crop: bool, flip: bool, generator: torch.Generator | None) -> torch.Tensor:
-    """uint8 ``[B, 3, L, L]`` -> float ``[B, 3, size, size]`` in [-1, 1] with random crop and flip."""
+def augment(images: torch.Tensor, size: int, crop: bool, flip: bool, generator: torch.Generator | None,
+            shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
+    """uint8 ``[B, 3, L, L]`` -> float ``[B, 3, size, size]`` in [-1, 1] with random crop and flip.
+
+    ``shard=(rank, world)``: ``images`` are rows rank, rank + world, ... of a global batch of
+    ``B * world``; the crops and flips drawn are those of the global batch, so they do not
+    depend on the number of processes."""
     B, _, L, _ = images.shape
+    rank, world = shard
     x = images.float().div_(127.5).sub_(1.0)
     if crop and L > size:
-        off = torch.randint(0, L - size + 1, (B, 2), generator=generator).tolist()
+        off = torch.randint(0, L - size + 1, (B * world, 2), generator=generator)[rank::world].tolist()
         x = torch.stack([x[b, :, oy:oy + size, ox:ox + size] for b, (oy, ox) in enumerate(off)])
     elif L != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     if flip:
-        m = torch.rand(B, generator=generator) < 0.5
+        m = torch.rand(B * world, generator=generator)[rank::world] < 0.5
         x = torch.where(m.to(x.device)[:, None, None, None], x.flip(3), x)
     return x
 

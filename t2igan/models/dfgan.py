@@ -80,10 +80,14 @@ class DBlock(nn.Module):
 
     def forward(self, x):
         res = self.conv_r(x)
-        if self.learned_shortcut:
-            x = self.conv_s(x)
+        # The official block applies the 1x1 shortcut conv, then the 2x2 average pool. Both are
+        # linear and act on different axes (channels / space), so they commute exactly in real
+        # arithmetic; pooling first runs the conv on a quarter of the pixels and pools the
+        # narrower input (same function, same parameters; outputs equal to float rounding).
         if self.downsample:
             x = F.avg_pool2d(x, 2)
+        if self.learned_shortcut:
+            x = self.conv_s(x)
         return x + self.gamma * res
 
 
@@ -142,8 +146,17 @@ def hinge_d(pred: torch.Tensor, real: bool) -> torch.Tensor:
     return F.relu(1.0 - pred).mean() if real else F.relu(1.0 + pred).mean()
 
 
-def matching_aware_gp(pred_real, images, sent, weight: float = 2.0, power: float = 6.0) -> torch.Tensor:
-    """MA-GP: ``weight * mean(||d pred / d (image, sent)||_2 ** power)`` on real, matching pairs."""
-    gi, gs = torch.autograd.grad(pred_real.sum(), (images, sent), create_graph=True)
+def matching_aware_gp(pred_real, images, sent, weight: float = 2.0, power: float = 6.0,
+                      inv_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """MA-GP: ``weight * mean(||d pred / d (image, sent)||_2 ** power)`` on real, matching pairs.
+
+    ``inv_scale``: 1 / the fp16 loss scale; the gradients are taken of the scaled sum (so that
+    they do not underflow in half precision) and unscaled before the norm."""
+    out = pred_real.float().sum()
+    if inv_scale is not None:
+        out = out / inv_scale
+    gi, gs = torch.autograd.grad(out, (images, sent), create_graph=True)
+    if inv_scale is not None:
+        gi, gs = gi * inv_scale, gs * inv_scale
     grad = torch.cat((gi.flatten(1), gs.flatten(1)), dim=1)
     return weight * grad.pow(2).sum(1).sqrt().pow(power).mean()

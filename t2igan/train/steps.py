@@ -13,10 +13,14 @@ from t2igan.models import dfgan
 from t2igan.pipeline import load_image_encoder, save_pretrained_text_encoder_ref, save_text_encoder, write_model_index
 from t2igan.text import damsm
 from t2igan.train import checkpoint as ckpt
+from t2igan.train import fast
 
 
-def _adam(params, lr, o, fused: bool = False):
-    return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+def _adam(params, lr, o, impl: str = "default"):
+    """Adam with the implementation chosen by ``train.adam``: ``default`` (torch's choice: a
+    per-parameter loop on CPU, foreach on CUDA), ``foreach`` (multi-tensor) or ``fused``."""
+    kw = {"foreach": True} if impl == "foreach" else {"fused": True} if impl == "fused" else {}
+    return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, **kw)
 
 
 class DAMSMStep:
@@ -33,12 +37,28 @@ class DAMSMStep:
         self.image_encoder = damsm.ImageEncoder(**self.image_args)
         self.modules = {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder}
         params = list(self.text_encoder.parameters()) + list(self.image_encoder.parameters())
-        self.optimizers = {"adam": _adam(params, cfg.optim.lr_g, cfg.optim)}
+        self.optimizers = {"adam": _adam(params, cfg.optim.lr_g, cfg.optim, cfg.train.adam)}
+        self.T, self.I = self.text_encoder, self.image_encoder
+        self.world, self.precision = fast.World(), fast.Precision()  # set by the trainer
+
+    compilable = ("image_encoder",)
+
+    def wrap(self, fn) -> None:
+        self.T, self.I = fn("text_encoder", self.text_encoder), fn("image_encoder", self.image_encoder)
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        L = self.cfg.loss
-        regions, code = self.image_encoder(batch.images[-1])
-        words, sent, mask = self.text_encoder(batch.tokens, batch.lengths)
+        L, W = self.cfg.loss, self.world
+        with self.precision.autocast():
+            regions, code = self.I(batch.images[-1])
+        words, sent, mask = self.T(batch.tokens, batch.lengths)
+        # the matching losses contrast every image with every caption of the global batch:
+        # each process computes them on the gathered features (gradients flow back to the
+        # process that computed a row; DDP's average then gives the global batch's gradient)
+        regions, code = regions.float(), code.float()
+        if W.distributed:
+            T = batch.tokens.size(1)
+            regions, code, words, sent = (fast.all_gather_rows_autograd(t, W) for t in (regions, code, words, sent))
+            mask = fast.all_gather_rows(mask, W)[:, :T]
         w0, w1 = damsm.words_loss(regions, words, mask, L.gamma1, L.gamma2, L.gamma3)
         s0, s1 = damsm.sentence_loss(code, sent, L.gamma3)
         with torch.no_grad():
@@ -50,10 +70,13 @@ class DAMSMStep:
         out = self.losses(batch)
         opt = self.optimizers["adam"]
         opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        self.precision.scale(out["loss"]).backward()
         if self.cfg.optim.grad_clip > 0:
+            if self.precision.scaler is not None:
+                self.precision.scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(self.text_encoder.parameters(), self.cfg.optim.grad_clip)
-        opt.step()
+        self.precision.step(opt)
+        self.precision.update()
         return {k: v.detach() for k, v in out.items()}
 
     def sample(self, tokens, lengths, seed, n, ema):
@@ -95,11 +118,15 @@ class DFGANStep:
                 raise T2IError(f"loss.damsm_lambda > 0 needs a DAMSM text encoder run; text_encoder={cfg.text_encoder!r} "
                                "is a frozen pretrained encoder (set loss.damsm_lambda=0)")
             self.image_encoder = load_image_encoder(cfg.text_encoder).requires_grad_(False)
+        self.G, self.D, self.C = self.netG, self.netD, self.netC
+        self.world, self.precision = fast.World(), fast.Precision()  # set by the trainer
         o = cfg.optim
-        self.optimizers = {
-            "G": _adam(self.netG.parameters(), o.lr_g, o),
-            "D": _adam(list(self.netD.parameters()) + list(self.netC.parameters()), o.lr_d, o),
-        }
+        self.g_params = list(self.netG.parameters())
+        self.d_params = list(self.netD.parameters()) + list(self.netC.parameters())
+        self.optimizers = {"G": _adam(self.g_params, o.lr_g, o, cfg.train.adam),
+                           "D": _adam(self.d_params, o.lr_d, o, cfg.train.adam)}
+
+    compilable = ("netG",)  # netD/netC sit under the MA-GP double backward, which torch.compile does not take
 
     def to_device(self, device):
         self.text_encoder.to(device)
@@ -112,8 +139,12 @@ class DFGANStep:
             return L.damsm_lambda
         return L.damsm_lambda * min(1.0, (step + 1) / L.damsm_warmup)
 
+    def wrap(self, fn) -> None:
+        """Forward callables of the D step: the trainer's DDP / torch.compile wrappers of the modules."""
+        self.G, self.D, self.C = fn("netG", self.netG), fn("netD", self.netD), fn("netC", self.netC)
+
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
-        o = self.cfg.optim
+        o, W, P = self.cfg.optim, self.world, self.precision
         self.text_encoder.eval()  # frozen: no dropout
         imgs = batch.images[-1]
         if self.sentences is not None:
@@ -121,38 +152,55 @@ class DFGANStep:
         else:
             with torch.no_grad():
                 words, sent, mask = self.text_encoder(batch.tokens, batch.lengths)
-        B = imgs.size(0)
+        B = imgs.size(0)  # this process's share of the global batch
         imgs = imgs.requires_grad_(True)
         sent = sent.detach().requires_grad_(True)
+        # mismatched pairs (image i+1, caption i) of the global batch, built by pairing each real
+        # image with the previous row's caption; a process needs only the gathered captions
+        sent_all = fast.all_gather_rows(sent.detach(), W)
+        rows = torch.arange(B, device=imgs.device) * W.size + W.rank  # global rows of this shard
+        prev_sent = sent_all[(rows - 1) % sent_all.size(0)]
+        # the global batch's noise on every process, each taking its rows: the same numbers
+        # whatever the number of processes
+        noise = torch.randn(B * W.size, self.cfg.model.nz, device=imgs.device)[W.rank::W.size]
         # --- discriminator
-        real_f = self.netD(imgs)
-        pred_real = self.netC(real_f, sent)
-        d_real = dfgan.hinge_d(pred_real, True)
-        mis_f = torch.cat((real_f[1:], real_f[:1]), 0)  # real image, caption of another image
-        d_mis = dfgan.hinge_d(self.netC(mis_f, sent), False)
-        noise = torch.randn(B, self.cfg.model.nz, device=imgs.device)
-        fake = self.netG(noise, sent.detach())
-        d_fake = dfgan.hinge_d(self.netC(self.netD(fake.detach()), sent), False)
-        gp = dfgan.matching_aware_gp(pred_real, imgs, sent, o.gp_weight, o.gp_power)
+        with P.autocast():
+            real_f = self.D(imgs)
+            pred_real = self.C(real_f, sent)
+            pred_mis = self.C(real_f, prev_sent)
+            fake = self.G(noise, sent.detach())
+            pred_fake = self.C(self.D(fake.detach()), sent)
+        if W.size == 1:
+            pred_mis = pred_mis.roll(-1, 0)  # the official order: row i pairs image i+1, caption i
+        d_real = dfgan.hinge_d(pred_real.float(), True)
+        d_mis = dfgan.hinge_d(pred_mis.float(), False)
+        d_fake = dfgan.hinge_d(pred_fake.float(), False)
+        gp = dfgan.matching_aware_gp(pred_real, imgs, sent, o.gp_weight, o.gp_power, inv_scale=P.inv_scale())
         d_loss = d_real + (d_fake + d_mis) / 2.0 + gp
         self.optimizers["D"].zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.optimizers["D"].step()
-        # --- generator
-        g_adv = -self.netC(self.netD(fake), sent.detach()).mean()
+        # gradients of the D/C parameters only: no gradient into the real images and the
+        # sentence (leaves here only for the MA-GP), whose input convolution backward is wasted work
+        P.scale(d_loss).backward(inputs=self.d_params)
+        P.step(self.optimizers["D"])
+        # --- generator (through the bare D/C: their gradients are not wanted, nor synchronised)
+        with P.autocast():
+            g_out = self.netC(self.netD(fake), sent.detach())
+        g_adv = -g_out.float().mean()
         g_loss, out = g_adv, {}
         if self.image_encoder is not None:
             self.image_encoder.eval()  # frozen BatchNorm statistics
-            regions, code = self.image_encoder(fake)
+            with P.autocast():
+                regions, code = self.image_encoder(fake)
             L = self.cfg.loss
-            w0, w1 = damsm.words_loss(regions, words, mask, L.gamma1, L.gamma2, L.gamma3)
-            s0, s1 = damsm.sentence_loss(code, sent.detach(), L.gamma3)
-            damsm_loss = w0 + w1 + s0 + s1
+            w0, w1 = damsm.words_loss(regions.float(), words, mask, L.gamma1, L.gamma2, L.gamma3)
+            s0, s1 = damsm.sentence_loss(code.float(), sent.detach(), L.gamma3)
+            damsm_loss = w0 + w1 + s0 + s1  # per process: the batch's other captions are the negatives
             g_loss = g_adv + self.damsm_weight(step) * damsm_loss
             out["g_damsm"] = damsm_loss.detach()
         self.optimizers["G"].zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.optimizers["G"].step()
+        P.scale(g_loss).backward(inputs=self.g_params)  # D/C weight gradients here would be thrown away
+        P.step(self.optimizers["G"])
+        P.update()
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "g_adv": g_adv.detach(), "d_real": d_real.detach(),
                 "d_fake": d_fake.detach(), "d_mis": d_mis.detach(), "ma_gp": gp.detach(), **out}
 

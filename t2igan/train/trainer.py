@@ -12,6 +12,13 @@ Run directory::
     RUN/samples/step_XXXXXXX.png    sample grids for the fixed captions (+ captions.txt)
     RUN/logs/                       TensorBoard event files
     RUN/train_summary.json          steps, wall time, images/s
+
+The same ``t2igan train CONFIG`` runs on one process or, under ``torchrun --nproc_per_node N``,
+on N (DistributedDataParallel; gloo on CPU, nccl on CUDA). ``train.batch_size`` is the
+*global* batch: each process takes a strided share of it, the random draws (noise, crops,
+flips) are those of the global batch, and rank 0 alone logs, samples, checkpoints and
+exports, so a run's result does not depend on the number of processes (to float rounding)
+and a checkpoint resumes on any number of them.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ from t2igan import T2IError
 from t2igan.config import save_config
 from t2igan.data.dataset import Batch, EpochBatchSampler, TextImageDataset, augment, multiscale
 from t2igan.train import checkpoint as ckpt
+from t2igan.train import fast
 
 
 class TrainStep(Protocol):
@@ -46,9 +54,9 @@ class TrainStep(Protocol):
     def export(self, directory: Path, ema: nn.Module | None) -> None: ...
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
     except RuntimeError:
@@ -86,7 +94,11 @@ class Trainer:
         self.cfg, self.task, self.dataset = cfg, task, dataset
         self.tc = cfg.train
         self.out = Path(self.tc.out_dir)
-        self.device = device or pick_device(self.tc.device)
+        self.world = fast.world_from_env()
+        self.device = device or pick_device(self.tc.device, self.world.local_rank)
+        fast.check(self.tc, self.device)
+        if self.tc.batch_size % self.world.size:
+            raise T2IError(f"train.batch_size={self.tc.batch_size} (the global batch) is not divisible by the {self.world.size} processes")
         self.sample_captions = sample_captions
         has_ckpt = (self.out / "checkpoint" / "trainer_state.pt").is_file()
         if has_ckpt and not resume:
@@ -167,10 +179,43 @@ class Trainer:
         save_image(imgs.float().cpu(), path, nrow=4, normalize=True, value_range=(-1, 1))
         return path
 
+    # ------------------------------------------------------------------ fast paths, processes
+    def setup_fast_paths(self) -> None:
+        """Join the process group; channels_last, SyncBatchNorm, DDP and torch.compile wrappers;
+        the step's precision. The checkpointed modules stay the bare ones."""
+        fast.init_distributed(self.world, self.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if self.tc.channels_last and self.ema is not None:
+            fast.to_channels_last(self.ema)
+        fast.prepare_step(self.task, self.tc, self.device, self.world)
+
+    def reduce_logs(self, logs: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Log values as floats, averaged over the processes."""
+        if not logs:
+            return {}
+        v = torch.stack([t.detach().float().reshape(()) for t in logs.values()])
+        if self.world.distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(v)
+            v /= self.world.size
+        return dict(zip(logs, v.tolist()))
+
+    def agree(self, flag: bool) -> bool:
+        """True when any process says so (e.g. a time limit): all stop at the same step."""
+        if not self.world.distributed:
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     # ------------------------------------------------------------------ loop
     def batches(self):
         sampler = EpochBatchSampler([len(c) for c in self.dataset.data.captions], self.tc.batch_size,
-                                    self.tc.seed, start_step=self.step)
+                                    self.tc.seed, start_step=self.step, rank=self.world.rank, num_replicas=self.world.size)
         w = self.cfg.data.workers
         loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=w, collate_fn=collate,
                             pin_memory=self.device.type == "cuda", persistent_workers=w > 0,
@@ -182,7 +227,10 @@ class Trainer:
         dev = self.device
         g = torch.Generator().manual_seed(self.tc.seed * 1_000_003 + step)
         img = raw["image"].to(dev, non_blocking=True)
-        x = augment(img, self.cfg.data.image_size, self.cfg.data.crop, self.cfg.data.flip, g)
+        x = augment(img, self.cfg.data.image_size, self.cfg.data.crop, self.cfg.data.flip, g,
+                    shard=(self.world.rank, self.world.size))
+        if self.tc.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return Batch(
             images=multiscale(x, self.cfg.data.num_scales),
             tokens=raw["tokens"].to(dev, non_blocking=True), lengths=raw["length"].to(dev, non_blocking=True),
@@ -207,9 +255,12 @@ class Trainer:
             self.ema.to(self.device)
         if self.resume:
             self.load_checkpoint()
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_config(self.cfg, self.out / "config.yaml")
-        writer = SummaryWriter(str(self.out / "logs"), purge_step=self.step if self.resume else None)
+        self.setup_fast_paths()
+        main = self.world.main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.out / "config.yaml")
+        writer = SummaryWriter(str(self.out / "logs"), purge_step=self.step if self.resume else None) if main else None
         start_step, t0 = self.step, time.perf_counter()
         self._t0 = t0
         self._prior_seconds = 0.0  # training wall time of earlier invocations of this run
@@ -220,7 +271,7 @@ class Trainer:
         # with a time limit the step count is open-ended: the bar then counts steps and the
         # postfix shows the time left before max_minutes
         bar = tqdm(total=tc.max_steps if tc.max_minutes <= 0 else None, initial=self.step,
-                   desc=f"train {self.cfg.task}", unit="it", disable=not tc.progress, dynamic_ncols=True)
+                   desc=f"train {self.cfg.task}", unit="it", disable=not (tc.progress and main), dynamic_ncols=True)
         it = self.batches()
         stopped = "max_steps"
         restore = None
@@ -238,27 +289,28 @@ class Trainer:
                     ema_update(self.ema, self.task.modules[self.task.ema_of], ema_decay_at(self.step, tc.ema_decay, tc.ema_start))
                 bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == tc.max_steps:
-                    vals = {k: float(v) for k, v in logs.items()}  # the only host sync of the step
+                    vals = self.reduce_logs(logs)  # the only host sync of the step
                     elapsed = time.perf_counter() - t0
                     ips = (self.step - start_step) * tc.batch_size / max(elapsed, 1e-9)
-                    for k, v in vals.items():
-                        writer.add_scalar(f"train/{k}", v, self.step)
-                    writer.add_scalar("train/images_per_s", ips, self.step)
+                    if main:
+                        for k, v in vals.items():
+                            writer.add_scalar(f"train/{k}", v, self.step)
+                        writer.add_scalar("train/images_per_s", ips, self.step)
                     post = {k: f"{v:.3g}" for k, v in list(vals.items())[:4]} | {"img/s": f"{ips:.1f}"}
                     if deadline < math.inf:
                         post["left"] = f"{max(0.0, deadline - time.perf_counter()) / 60:.1f}min"
                     bar.set_postfix(post)
-                if tc.sample_every and self.step % tc.sample_every == 0:
+                if main and tc.sample_every and self.step % tc.sample_every == 0:
                     self.write_samples()
-                if tc.ckpt_every and self.step % tc.ckpt_every == 0:
+                if main and tc.ckpt_every and self.step % tc.ckpt_every == 0:
                     self.save_checkpoint()
-                if tc.snapshot_every and self.step % tc.snapshot_every == 0:
+                if main and tc.snapshot_every and self.step % tc.snapshot_every == 0:
                     self.snapshot()
-                if tc.eval_every and self.step % tc.eval_every == 0:
+                if main and tc.eval_every and self.step % tc.eval_every == 0:
                     from t2igan.eval.during_training import eval_hook
 
                     eval_hook(self)
-                if time.perf_counter() > deadline:
+                if deadline < math.inf and self.agree(time.perf_counter() > deadline):
                     stopped = "max_minutes"
                     break
         except KeyboardInterrupt:
@@ -268,16 +320,26 @@ class Trainer:
             if restore is not None:
                 signal.signal(signal.SIGTERM, restore)
         elapsed = time.perf_counter() - t0
-        self.save_checkpoint()
-        grid = self.write_samples()
-        writer.close()
+        grid = None
+        if main:
+            self.save_checkpoint()
+            grid = self.write_samples()
+            writer.close()
         summary = {
             "task": self.cfg.task, "step": self.step, "steps_this_run": self.step - start_step,
             "stopped_by": stopped, "wall_seconds": round(elapsed, 2),
             "images_per_s": round((self.step - start_step) * tc.batch_size / max(elapsed, 1e-9), 2),
-            "batch_size": tc.batch_size, "device": str(self.device), "threads": torch.get_num_threads(),
+            "batch_size": tc.batch_size, "processes": self.world.size, "device": str(self.device),
+            "threads": torch.get_num_threads(),
             "samples": str(grid) if grid else None, "pipeline": str(self.out / "pipeline"),
         }
+        if self.world.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()  # the others wait for rank 0's checkpoint before they return
+            dist.destroy_process_group()
+        if not main:
+            return summary
         prev = self.out / "train_summary.json"
         history = []
         if self.resume and prev.is_file():

@@ -1,0 +1,215 @@
+"""Fast-path switches of the trainer and the processes of a distributed run.
+
+Every switch is a ``train.*`` config key whose default is the plain reference path:
+
+- ``train.precision``: ``fp32`` | ``bf16`` (autocast, CPU or CUDA) | ``fp16`` (autocast with a
+  GradScaler, CUDA only). Losses and the gradient penalty are computed in float32.
+- ``train.channels_last``: NHWC weights and images (cuDNN / oneDNN prefer it).
+- ``train.compile``: ``torch.compile`` the forward modules a family lists as compilable
+  (networks under a double backward, such as DF-GAN's discriminator, are not).
+- ``train.adam``: ``default`` | ``foreach`` | ``fused`` Adam.
+
+A family's step reads ``self.precision`` (a :class:`Precision`) and calls its forward modules
+through the callables the trainer installs with ``step.wrap(fn)`` (DDP and/or compile).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from t2igan import T2IError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+ADAMS = ("default", "foreach", "fused")
+
+
+def check(tc, device: torch.device) -> None:
+    """Refuse switch values that cannot work, naming the key."""
+    if tc.precision not in PRECISIONS:
+        raise T2IError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {tc.precision!r}")
+    if tc.precision == "fp16" and device.type != "cuda":
+        raise T2IError("train.precision=fp16 needs a CUDA device (use bf16 on CPU)")
+    if tc.adam not in ADAMS:
+        raise T2IError(f"train.adam must be one of {', '.join(ADAMS)}, got {tc.adam!r}")
+
+
+class Precision:
+    """Autocast and (for fp16) loss scaling, in one place for every family's step."""
+
+    def __init__(self, mode: str = "fp32", device: torch.device | str = "cpu"):
+        self.mode = mode
+        self.device_type = torch.device(device).type
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+        self.scaler = torch.amp.GradScaler(self.device_type) if mode == "fp16" else None
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return self.scaler.scale(loss) if self.scaler is not None else loss
+
+    def inv_scale(self) -> torch.Tensor | None:
+        """1 / the loss scale as a tensor (no host sync), or None without scaling."""
+        if self.scaler is None:
+            return None
+        if self.scaler._scale is None:  # lazily created on the first scale()
+            self.scaler.scale(torch.zeros((), device=self.device_type))
+        return self.scaler._scale.double().reciprocal().float()
+
+    def step(self, opt: torch.optim.Optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.step(opt)
+        else:
+            opt.step()
+
+    def update(self) -> None:
+        if self.scaler is not None:
+            self.scaler.update()
+
+
+@dataclass
+class World:
+    """This process's place in a (torchrun) distributed run; rank 0 of 1 when not distributed."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def world_from_env() -> World:
+    """Read torchrun's ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    return World(rank=int(os.environ["RANK"]), size=size, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init_distributed(world: World, device: torch.device) -> None:
+    """Join the process group (nccl on CUDA, gloo on CPU) unless already joined."""
+    import torch.distributed as dist
+
+    if not world.distributed or dist.is_initialized():
+        return
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=world.rank, world_size=world.size)
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """NHWC weights for every 4-d parameter (in place: the optimisers keep the same Parameters)."""
+    return module.to(memory_format=torch.channels_last)
+
+
+def all_gather_rows(x: torch.Tensor, world: World) -> torch.Tensor:
+    """Rows of every rank in global batch order (no gradient).
+
+    Rank r holds global rows r, r + W, r + 2W, ... (the strided shard of
+    :class:`~t2igan.data.dataset.EpochBatchSampler`); the result interleaves them back.
+    """
+    if not world.distributed:
+        return x
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(x) for _ in range(world.size)]
+    dist.all_gather(parts, x.contiguous())
+    return torch.stack(parts, 1).reshape(-1, *x.shape[1:])  # (b, W, ...) -> (b*W, ...): row k*W + r
+
+
+def all_gather_rows_autograd(x: torch.Tensor, world: World) -> torch.Tensor:
+    """:func:`all_gather_rows` with gradients sent back to the rank that computed each row."""
+    if not world.distributed:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.stack(all_gather(x.contiguous()), 1).reshape(-1, *x.shape[1:])
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the global batch of all processes
+    (``nn.SyncBatchNorm`` takes only GPU tensors; this one serves gloo/CPU runs). Same
+    parameters and buffers as ``nn.BatchNorm2d``, so checkpoints do not change."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        C = x.size(1)
+        xf = x.float()
+        local = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), xf.new_tensor([x.numel() / C])])
+        tot = all_reduce(local)  # (2C + 1,), gradients summed back over the processes
+        n = tot[-1]
+        mean = tot[:C] / n
+        var = (tot[C:2 * C] / n - mean * mean).clamp(min=0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), m)
+                self.running_var.lerp_((var * n / (n - 1)).to(self.running_var.dtype), m)
+        y = (xf - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y.to(x.dtype)
+
+
+def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Batch statistics over all processes: ``nn.SyncBatchNorm`` on GPUs, :class:`GlobalBatchNorm2d`
+    on CPU. Children are replaced in place; parameters and buffers are the same tensors."""
+    if device.type == "cuda":
+        for name, child in list(module.named_children()):
+            setattr(module, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+        return module
+    for name, child in list(module.named_children()):
+        if type(child) is nn.BatchNorm2d:
+            new = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            new.weight, new.bias = child.weight, child.bias
+            new.running_mean, new.running_var, new.num_batches_tracked = child.running_mean, child.running_var, child.num_batches_tracked
+            new.train(child.training)
+            setattr(module, name, new)
+        else:
+            sync_batchnorm(child, device)
+    return module
+
+
+def prepare_step(task, tc, device: torch.device, world: World | None = None) -> None:
+    """Apply the ``train.*`` fast paths and the process setup to a family's step (its modules
+    already on ``device``): channels_last, precision, global BatchNorm, DDP, torch.compile."""
+    world = world or World()
+    if tc.channels_last:
+        for m in task.modules.values():
+            to_channels_last(m)
+    task.precision = Precision(tc.precision, device)
+    task.world = world
+    if world.distributed:
+        for m in task.modules.values():  # in place: the same Parameters stay in the optimisers
+            sync_batchnorm(m, device)
+
+    def wrap(name: str, m: nn.Module):
+        if world.distributed and any(p.requires_grad for p in m.parameters()):
+            from torch.nn.parallel import DistributedDataParallel
+
+            m = DistributedDataParallel(m, device_ids=[device.index] if device.type == "cuda" else None,
+                                        broadcast_buffers=False)
+        if tc.compile and name in getattr(task, "compilable", ()):
+            m = torch.compile(m, backend=tc.compile_backend)
+        return m
+
+    if hasattr(task, "wrap"):
+        task.wrap(wrap)
+    elif world.distributed or tc.compile:
+        raise T2IError("this task does not support distributed or compiled training")

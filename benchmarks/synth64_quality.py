@@ -20,7 +20,7 @@ COMMANDS = [
     "t2igan data synth --out data/synthflowers64 --n 10000 --size 64 --seed 0",
     "t2igan train configs/evaluator_synth64.yaml",
     "t2igan train configs/damsm_synth64.yaml train.threads=1",
-    "t2igan train configs/dfgan_synth64.yaml train.threads=2",
+    "t2igan train configs/dfgan_synth64.yaml train.threads=1",
     "t2igan eval runs/dfgan_synth64",
     "python benchmarks/synth64_quality.py",
 ]

@@ -34,21 +34,14 @@ class DAMSMScorer:
         import hashlib
 
         from t2igan.eval.evaluator import sha256_file
-        from t2igan.pipeline import load_text_encoder, resolve_dir
-        from t2igan.text.damsm import ImageEncoder
-        from t2igan.train import checkpoint as ckpt
+        from t2igan.pipeline import load_image_encoder, load_text_encoder, resolve_dir
 
         d = resolve_dir(path)
         if not (d / "image_encoder").is_dir():
             raise T2IError(f"{d} has no image_encoder/: R-precision needs a DAMSM run's pipeline "
                            "(text_encoder + image_encoder), e.g. runs/damsm_synth64")
         te, _, vocab, max_words = load_text_encoder(d)
-        cfg, state = ckpt.read_component(d / "image_encoder", "damsm_image_encoder")
-        try:
-            ie = ImageEncoder(**cfg)
-        except TypeError as e:
-            raise T2IError(f"{d / 'image_encoder' / 'config.json'}: bad arguments ({e})") from None
-        ckpt.load_state_strict(ie, state, str(d / "image_encoder"))
+        ie = load_image_encoder(d)
         h = hashlib.sha256()
         for part in ("text_encoder", "image_encoder"):
             for f in sorted((d / part).glob("*.safetensors")):

@@ -110,6 +110,9 @@ def test_dfgan_damsm_loss_on_generator(tiny_data, tiny_damsm, tmp_path):
     cfg = dfgan_config(tiny_data, tiny_damsm, tmp_path / "r", **{"loss.damsm_lambda": 5.0, "loss.damsm_warmup": 4})
     tr = build_training(cfg, resume=False)
     assert isinstance(tr.task, DFGANStep) and tr.task.image_encoder is not None
+    # the same run named by its encoder spec ("damsm:RUN", as in the text-encoder docs)
+    spec = dfgan_config(tiny_data, tiny_damsm, tmp_path / "s", **{"loss.damsm_lambda": 5.0, "text_encoder": f"damsm:{tiny_damsm}"})
+    assert build_training(spec, resume=False).task.image_encoder is not None
     assert [tr.task.damsm_weight(s) for s in range(5)] == [1.25, 2.5, 3.75, 5.0, 5.0]
     tr.fit()
     logs = json.loads((tmp_path / "r" / "train_summary.json").read_text())

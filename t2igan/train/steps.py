@@ -117,7 +117,7 @@ class DFGANStep:
             if sentences is not None:
                 raise T2IError(f"loss.damsm_lambda > 0 needs a DAMSM text encoder run; text_encoder={cfg.text_encoder!r} "
                                "is a frozen pretrained encoder (set loss.damsm_lambda=0)")
-            self.image_encoder = load_image_encoder(cfg.text_encoder).requires_grad_(False)
+            self.image_encoder = load_image_encoder(cfg.text_encoder.removeprefix("damsm:")).requires_grad_(False)
         self.G, self.D, self.C = self.netG, self.netD, self.netC
         self.world, self.precision = fast.World(), fast.Precision()  # set by the trainer
         o = cfg.optim

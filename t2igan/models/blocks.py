@@ -61,6 +61,17 @@ def log2_int(n: int, what: str) -> int:
     return k
 
 
+def tree_upsamplings(branch_num: int, base_size: int) -> int:
+    """Check a StackGAN++/AttnGAN tree generator's shape; the number of 2x up-blocks of its
+    first stage (4x4 -> base_size)."""
+    if not 1 <= branch_num <= 3:
+        raise ValueError(f"branch_num must be 1..3, got {branch_num}")
+    n_up = log2_int(base_size, "base_size") - 2
+    if not 1 <= n_up <= 4:
+        raise ValueError(f"base_size must be 8..64, got {base_size}")
+    return n_up
+
+
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
 

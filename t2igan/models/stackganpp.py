@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from t2igan.models.blocks import (CA_NET, GET_IMAGE_G, INIT_STAGE_G, GenOutput, ImageCode, ResBlockGLU,
-                                  block3x3_glu, block3x3_leaky, log2_int, up_block_glu)
+                                  block3x3_glu, block3x3_leaky, tree_upsamplings, up_block_glu)
 
 
 class NEXT_STAGE_G(nn.Module):  # noqa: N801
@@ -52,11 +52,7 @@ class G_NET(nn.Module):  # noqa: N801
         super().__init__()
         self.config = dict(t_dim=t_dim, c_dim=c_dim, nz=nz, gf_dim=gf_dim, r_num=r_num, branch_num=branch_num,
                            base_size=base_size)
-        if not 1 <= branch_num <= 3:
-            raise ValueError(f"branch_num must be 1..3, got {branch_num}")
-        n_up = log2_int(base_size, "base_size") - 2
-        if not 1 <= n_up <= 4:
-            raise ValueError(f"base_size must be 8..64, got {base_size}")
+        n_up = tree_upsamplings(branch_num, base_size)
         self.nz, self.c_dim, self.eps_dims, self.branch_num = nz, c_dim, (c_dim,), branch_num
         self.imsize = base_size * 2 ** (branch_num - 1)
         self.ca_net = CA_NET(t_dim, c_dim, glu=True)

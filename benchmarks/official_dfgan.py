@@ -23,7 +23,7 @@ Measured:
 - throughput: training images/s of each, in alternating rounds (ours, theirs, ours, ...)
   so that load on the shared machine hits both alike; the ratio is the median of the
   per-round ratios. Our side runs in its reference configuration and, separately, with
-  the fast-path switches given by ``--fast`` (config overrides, e.g. ``train.foreach=true``).
+  the fast-path switches given by ``--fast`` (config overrides, e.g. ``train.adam=foreach``).
 
 Result: ``benchmarks/results/official_dfgan.json``.
 """

@@ -86,6 +86,8 @@ class DFGANLossConfig:
 
     damsm_lambda: float = 0.0  # AttnGAN's DAMSM word+sentence loss on generated images (AttnGAN birds: 5.0); 0 = off
     damsm_warmup: int = 0  # steps over which the DAMSM weight ramps linearly from 0 to damsm_lambda (0 = full weight at once)
+    damsm_decay_steps: int = 0  # after the warm-up, steps over which the weight moves linearly to damsm_lambda_end (0 = constant)
+    damsm_lambda_end: float = 0.0  # DAMSM weight at the end of the decay, kept from then on
     gamma1: float = 4.0  # DAMSM attention sharpness (AttnGAN TRAIN.SMOOTH.GAMMA1)
     gamma2: float = 5.0  # word-region aggregation (GAMMA2)
     gamma3: float = 10.0  # similarity scale (GAMMA3)

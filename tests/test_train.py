@@ -103,6 +103,22 @@ def test_ema_decay_schedule():
     assert ema_decay_at(10 ** 6, 0.999, start=0) == 0.999
 
 
+def test_dfgan_damsm_weight_schedule():
+    """Warm-up from 0, hold, then a linear decay to damsm_lambda_end that is kept afterwards."""
+    from types import SimpleNamespace
+
+    from t2igan.config import DFGANLossConfig
+    from t2igan.train.steps import DFGANStep
+
+    def weights(**kw):
+        task = SimpleNamespace(cfg=SimpleNamespace(loss=DFGANLossConfig(damsm_lambda=5.0, **kw)))
+        return [DFGANStep.damsm_weight(task, s) for s in range(8)]
+
+    assert weights() == [5.0] * 8
+    assert weights(damsm_warmup=2, damsm_decay_steps=4, damsm_lambda_end=1.0) == [2.5, 5.0, 4.0, 3.0, 2.0, 1.0, 1.0, 1.0]
+    assert weights(damsm_decay_steps=2, damsm_lambda_end=3.0) == [4.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]
+
+
 def test_dfgan_damsm_loss_on_generator(tiny_data, tiny_damsm, tmp_path):
     """The optional AttnGAN DAMSM term: logged, finite, ramped in, and it changes G's update."""
     from t2igan.train.steps import DFGANStep

@@ -134,10 +134,14 @@ class DFGANStep:
             self.image_encoder.to(device)
 
     def damsm_weight(self, step: int) -> float:
+        """DAMSM loss weight at ``step``: linear warm-up from 0, then an optional linear decay."""
         L = self.cfg.loss
-        if L.damsm_warmup <= 0:
+        if step + 1 < L.damsm_warmup:
+            return L.damsm_lambda * (step + 1) / L.damsm_warmup
+        if L.damsm_decay_steps <= 0:
             return L.damsm_lambda
-        return L.damsm_lambda * min(1.0, (step + 1) / L.damsm_warmup)
+        t = min(1.0, (step + 1 - max(L.damsm_warmup, 0)) / L.damsm_decay_steps)
+        return L.damsm_lambda + t * (L.damsm_lambda_end - L.damsm_lambda)
 
     def wrap(self, fn) -> None:
         """Forward callables of the D step: the trainer's DDP / torch.compile wrappers of the modules."""

@@ -71,6 +71,14 @@ def cmd_data_check(a) -> None:
     print(f"{root}: OK")
 
 
+def cmd_data_paraphrase(a) -> None:
+    from t2igan.data.paraphrase import write_paraphrase_set
+
+    r = write_paraphrase_set(a.dir, per_image=a.per_image, seed=a.seed)
+    print(f"{r['n']} paraphrases of {r['images']} test images written to {r['paraphrase']} (same attributes in "
+          f"training words: {r['paraphrase_control']}); no paraphrase attribute word occurs in the train captions")
+
+
 def cmd_data_emoji(a) -> None:
     from t2igan.data.emoji import build_emoji_dataset
 
@@ -226,13 +234,13 @@ def cmd_eval(a) -> None:
         raise T2IError(f"unexpected arguments after the run folder: {' '.join(a.more)}")
     from t2igan.eval.run import evaluate_run, format_table
 
-    splits = tuple(s for s in a.splits.split(",") if s)
+    splits = tuple(s for s in a.splits.split(",") if s and s != "none")
     damsm = None if a.damsm == "none" else a.damsm
     res = evaluate_run(a.run, a.evaluator, n_samples=a.n_samples, splits=splits, seed=a.seed,
                        batch_size=a.batch_size, device=a.device, data_root=a.data_root, out=a.out,
                        inception_weights=a.inception_weights, damsm_dir=damsm,
                        diversity_captions=a.diversity_captions, diversity_k=a.diversity_k,
-                       cache_dir=a.cache_dir, use_cache=not a.no_cache)
+                       cache_dir=a.cache_dir, use_cache=not a.no_cache, captions=tuple(a.captions or ()))
     print(format_table(res))
     print(f"metrics written to {res['output']}")
     if a.report:
@@ -373,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = d.add_parser("check", help="validate a dataset folder: folder, StackGAN/AttnGAN birds/flowers, COCO")
     c.add_argument("dir")
     c.set_defaults(func=cmd_data_check)
+    pp = d.add_parser("paraphrase", help="write DIR/paraphrase.jsonl (+ _control): SynthFlowers test captions in "
+                                         "words no training caption uses, for `t2igan eval RUN --captions paraphrase`")
+    pp.add_argument("dir", help="SynthFlowers folder")
+    pp.add_argument("--per-image", type=int, default=2, help="paraphrases per test image")
+    pp.add_argument("--seed", type=int, default=0)
+    pp.set_defaults(func=cmd_data_paraphrase)
     em = d.add_parser("emoji", help="build an emoji dataset from an emoji-datasource-<set> npm tarball")
     em.add_argument("--from", dest="tgz", required=True, metavar="PACKAGE.tgz",
                     help="e.g. emoji-datasource-google-16.0.0.tgz from `npm pack emoji-datasource-google@16.0.0`")
@@ -408,7 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FID Inception-v3 weights pt_inception-2015-12-05-6726825d.pth (or env T2IGAN_INCEPTION_WEIGHTS)")
     e.add_argument("--damsm", default="auto", help="DAMSM run for R-precision (auto: the run's text encoder; none: skip)")
     e.add_argument("--n-samples", type=int, default=5000)
-    e.add_argument("--splits", default="test,novel")
+    e.add_argument("--splits", default="test,novel", help="dataset splits to score ('none': only --captions)")
+    e.add_argument("--captions", action="append", metavar="FILE.jsonl|NAME",
+                   help="also score a caption set (JSONL of caption, attributes, named[, id]); a bare NAME means "
+                        "DATA_ROOT/NAME.jsonl, e.g. 'paraphrase' from `t2igan data paraphrase`; repeatable")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=100)
     e.add_argument("--device", default="auto")

@@ -162,6 +162,9 @@ class Pipeline:
         self.vocab, self.text_encoder, self.generator = vocab, text_encoder.eval(), generator.eval()
         self.family, self.max_words, self.info = family, max_words, dict(info or {})
         self.last_dropped_words: list[str] = []
+        # a caption with no known word: "error" (T2IError) or "pad" (encoded as the padding token
+        # alone, i.e. the empty caption; evaluation of caption sets uses this)
+        self.empty_captions = "error"
 
     @property
     def device(self) -> torch.device:
@@ -201,7 +204,7 @@ class Pipeline:
             self.last_dropped_words = []
             f = self.text_encoder.encode(list(captions))
             return f.words_bdt, f.sentence, f.mask
-        tokens, lengths, dropped = self.vocab.batch(list(captions), self.max_words)
+        tokens, lengths, dropped = self.vocab.batch(list(captions), self.max_words, empty=self.empty_captions)
         self.last_dropped_words = dropped
         dev = self.device
         return self.text_encoder(tokens.to(dev), lengths.to(dev))

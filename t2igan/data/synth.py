@@ -534,6 +534,21 @@ def make_captions(attrs: dict[str, str], rng: np.random.Generator, k: int = 10) 
     return captions, named_lists
 
 
+def caption_naming(attrs: dict[str, str], named, rng: np.random.Generator) -> str:
+    """One caption of the grammar stating exactly the attributes in ``named`` (a non-empty subset of
+    ATTRIBUTES' keys), the template drawn uniformly among those that can state them."""
+    _check_attrs(attrs)
+    named = set(named)
+    if not named or not named <= set(ATTRIBUTES):
+        raise ValueError(f"named must be a non-empty subset of {list(ATTRIBUTES)}, got {sorted(named)}")
+    words = _Words(attrs, named, rng)
+    for j in rng.permutation(len(_TEMPLATES)):
+        caption = _TEMPLATES[int(j)](words)
+        if caption is not None:
+            return _normalise(caption)
+    raise AssertionError("unreachable: _t_noun_phrase states any named set")
+
+
 # --- items, splits, writing --------------------------------------------------------------
 
 def item_id(index: int) -> str:

@@ -59,12 +59,17 @@ class Vocabulary:
     def decode(self, ids: Iterable[int]) -> str:
         return " ".join(self.words[i] for i in ids if i != 0)
 
-    def batch(self, captions: list[str], max_words: int, strict: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    def batch(self, captions: list[str], max_words: int, strict: bool = False,
+              empty: str = "error") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """Encode captions into (tokens [B, max_words] long, lengths [B] long, dropped words).
 
         Bad input (not a string, empty, longer than MAX_CAPTION_CHARS, no known word, or any
-        unknown word when ``strict``) raises T2IError naming the caption.
+        unknown word when ``strict``) raises T2IError naming the caption. ``empty="pad"``
+        instead encodes a caption left with no known word as the empty caption: the padding
+        token alone (id 0, length 1).
         """
+        if empty not in ("error", "pad"):
+            raise ValueError(f"empty must be 'error' or 'pad', got {empty!r}")
         if not captions:
             raise T2IError("no captions given")
         tokens = torch.zeros(len(captions), max_words, dtype=torch.long)
@@ -80,6 +85,8 @@ class Vocabulary:
             ids, unknown = self.encode(cap)
             if unknown and strict:
                 raise T2IError(f"caption {b} has words not in the vocabulary: {', '.join(sorted(set(unknown)))}")
+            if not ids and empty == "pad":
+                ids = [0]
             if not ids:
                 raise T2IError(f"caption {b} ({cap[:60]!r}) has no word known to the model's vocabulary")
             dropped.extend(unknown)

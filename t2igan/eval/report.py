@@ -99,16 +99,23 @@ def write_grids(run_dir: Path, res: dict, out: Path, per_set: int = 8, n: int = 
     from torchvision.utils import save_image
 
     from t2igan.data.folder import load_folder
+    from t2igan.eval.run import EmptyCaptionsAsPadding
     from t2igan.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(run_dir)
     grids = []
-    for s in res.get("splits", {}):
-        ds = load_folder(res["data_root"], s)
-        step = max(1, len(ds) // per_set)
-        caps = [ds.captions[i][0] for i in range(0, len(ds), step)][:per_set]
+    for s, entry in res.get("splits", {}).items():
+        if entry.get("captions_file"):  # a caption set: its first captions
+            from t2igan.data.caption_set import load_caption_set
+
+            caps = load_caption_set(entry["captions_file"]).captions[:per_set]
+        else:
+            ds = load_folder(res["data_root"], s)
+            step = max(1, len(ds) // per_set)
+            caps = [ds.captions[i][0] for i in range(0, len(ds), step)][:per_set]
         path = out / f"samples_{s}.png"
-        save_image(pipe.generate(caps, seed=0, n=n), path, nrow=n, padding=2)
+        with EmptyCaptionsAsPadding(pipe):  # as in the evaluation of caption sets
+            save_image(pipe.generate(caps, seed=0, n=n), path, nrow=n, padding=2)
         grids.append((s, path, caps))
     return grids
 

@@ -92,8 +92,11 @@ def _u8(ds, size: int) -> torch.Tensor:
 def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"), n_samples: int = 5000,
                       batch_size: int = 100, seed: int = 0, device=None, progress: bool = True, inception=None,
                       damsm=None, diversity_captions: int = 0, diversity_k: int = 8, is_splits: int = 10,
-                      rp_bins: int = 10, cache_dir=None, use_cache: bool = True) -> dict:
+                      rp_bins: int = 10, cache_dir=None, use_cache: bool = True, caption_sets=()) -> dict:
     """Score ``pipe`` (anything with ``generate(captions, seed, n=1) -> float [B, 3, H, W] in [0, 1]``).
+
+    caption_sets: ``CaptionSet``s (``t2igan.data.caption_set``) scored by attribute accuracy
+    only, each as an entry of ``splits`` under its name (needs the evaluator).
 
     evaluator: an AttributeEvaluator or its directory (attribute accuracy, FID-SF/KID-SF,
     diversity), or None; inception: an ``InceptionFeatures`` (FID/KID/IS) or None; damsm: a
@@ -108,6 +111,12 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
         raise T2IError(f"n_samples must be >= 2 and batch_size >= 1, got {n_samples} and {batch_size}")
     if evaluator is None and inception is None and damsm is None:
         raise T2IError("nothing to measure: give an attribute evaluator, Inception weights or DAMSM encoders")
+    caption_sets = list(caption_sets)
+    if caption_sets and evaluator is None:
+        raise T2IError("caption sets are scored by attribute accuracy: give an attribute evaluator")
+    for cs in caption_sets:
+        if cs.name in splits or [c.name for c in caption_sets].count(cs.name) > 1:
+            raise T2IError(f"caption set '{cs.name}' ({cs.path}): its name is also a split or another caption set")
     if evaluator is not None:
         evaluator = load_evaluator(evaluator, None if device is None else _resolve_device(device)).eval()
         dev = next(evaluator.parameters()).device
@@ -143,6 +152,7 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
                          "pairwise Euclidean distance of the evaluator's features, mean +- std over captions; "
                          f"real_random: the same on groups of {diversity_k} random real images of split S (its scale)",
             "resize": RESIZE_NOTE,
+            "caption_sets": CAPTION_SET_PROTOCOL.format(batch_size=batch_size, seed=seed),
             "n_samples": n_samples, "batch_size": batch_size, "seed": seed,
         },
         "feature_extractor": None,
@@ -243,7 +253,123 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
         if evaluator is not None and diversity_captions > 0 and diversity_k >= 2:
             entry["generated"]["diversity"], entry["real"]["diversity"] = _diversity_split(
                 pipe, extractor, captions[:diversity_captions], real_u8, diversity_k, seed)
+        vocab = word_vocabulary(pipe)
+        if vocab is not None:
+            entry["vocabulary"] = vocabulary_coverage(vocab, captions)
+    for cs in caption_sets:
+        result["splits"][cs.name] = _caption_set_entry(pipe, cs, evaluator, extractor, data_root, n_samples,
+                                                       batch_size, seed, dev, progress)
     return result
+
+
+CAPTION_SET_PROTOCOL = (
+    "a caption set (JSONL of caption, attribute labels, named attributes, optional image id) with C captions: "
+    "N = min(n_samples, C) samples, sample k = record k, one generated image per caption, batch b (samples "
+    "b*{batch_size}..) is pipe.generate(captions, seed={seed} + b, n=1); attribute accuracy only, as for the "
+    "splits; real: the same records scored on the dataset image of each record's id (absent without ids). "
+    "Word-vocabulary text encoders (DAMSM) drop unknown words; a caption left with no known word is generated "
+    "from the empty caption (the padding token alone, id 0, length 1) and scored like every other caption; "
+    "'vocabulary' counts such captions and 'attributes_known_words_only' repeats the accuracy without them")
+
+
+def word_vocabulary(pipe):
+    """The word Vocabulary a pipeline tokenises with (DAMSM text encoders), or None (e.g. MiniLM, CLIP)."""
+    from t2igan.data.text import Vocabulary
+
+    for v in (getattr(pipe, "vocab", None), getattr(getattr(pipe, "text_encoder", None), "vocab", None)):
+        if isinstance(v, Vocabulary):
+            return v
+    return None
+
+
+def vocabulary_coverage(vocab, captions: list[str]) -> dict:
+    """How many captions keep every word / lose some / lose all words under ``vocab``; dropped-word share."""
+    from collections import Counter
+
+    some = none = total = dropped = 0
+    lost = Counter()
+    for c in captions:
+        ids, unknown = vocab.encode(c)
+        total += len(ids) + len(unknown)
+        dropped += len(unknown)
+        lost.update(unknown)
+        some += bool(unknown)
+        none += not ids
+    return {"captions": len(captions), "with_unknown_words": some, "no_known_word": none,
+            "dropped_word_fraction": dropped / total if total else 0.0, "words": total,
+            "most_dropped": [[w, k] for w, k in lost.most_common(10)],
+            "empty_caption_policy": "a caption with no known word is generated from the padding token alone"}
+
+
+class EmptyCaptionsAsPadding:
+    """Within the block, the pipeline encodes a caption with no known word as the empty caption."""
+
+    def __init__(self, pipe):
+        self.objs = [o for o in (pipe, getattr(pipe, "text_encoder", None)) if hasattr(o, "empty_captions")]
+
+    def __enter__(self):
+        self.saved = [o.empty_captions for o in self.objs]
+        for o in self.objs:
+            o.empty_captions = "pad"
+
+    def __exit__(self, *exc):
+        for o, v in zip(self.objs, self.saved):
+            o.empty_captions = v
+
+
+def _caption_set_entry(pipe, cs, evaluator, extractor, data_root, n_samples, batch_size, seed, dev, progress) -> dict:
+    from tqdm import tqdm
+
+    from t2igan.data.folder import load_folder, load_image
+    from t2igan.eval.metrics import attribute_accuracy
+
+    values = evaluator.attribute_values
+    for i, (a, nm) in enumerate(zip(cs.attributes, cs.named)):  # a CaptionSet built in code, not read from a file
+        for k in nm:
+            if k not in values or a.get(k) not in values[k]:
+                raise T2IError(f"caption set {cs.path}, record {i}: named attribute {k}={a.get(k)!r} is not one the "
+                               f"evaluator predicts ({', '.join(f'{k2}: {v}' for k2, v in values.items())})")
+    N = min(int(n_samples), len(cs))
+    caps, targets, named = cs.captions[:N], cs.attributes[:N], cs.named[:N]
+    entry: dict = {"kind": "captions", "captions_file": str(cs.path), "n_captions": len(cs), "n_samples": N,
+                   "n_images": len(set(cs.ids[:N])) if cs.ids else 0, "generated": {}, "real": {}}
+    vocab = word_vocabulary(pipe)
+    preds: dict[str, list] = {k: [] for k in values}
+    bar = tqdm(range(0, N, batch_size), desc=f"eval {cs.name}", unit="batch", disable=not progress, dynamic_ncols=True)
+    with EmptyCaptionsAsPadding(pipe), torch.no_grad():
+        for b, start in enumerate(bar):
+            chunk = caps[start:start + batch_size]
+            imgs = _check_generated(pipe.generate(chunk, seed=seed + b, n=1), len(chunk))
+            for k, lg in evaluator.classify(extractor(imgs.to(dev))).items():
+                preds[k].append(lg.argmax(1).cpu())
+    bar.close()
+    extractor.clear()
+    gen = {k: torch.cat(v) for k, v in preds.items()}
+    entry["generated"]["attributes"] = attribute_accuracy(gen, targets, named, values)
+    if vocab is not None:
+        cov = vocabulary_coverage(vocab, caps)
+        entry["vocabulary"] = cov
+        if cov["no_known_word"]:
+            keep = [i for i, c in enumerate(caps) if vocab.encode(c)[0]]
+            idx = torch.tensor(keep, dtype=torch.long)
+            entry["generated"]["attributes_known_words_only"] = attribute_accuracy(
+                {k: v[idx] for k, v in gen.items()}, [targets[i] for i in keep], [named[i] for i in keep], values)
+    if cs.ids:
+        ds = load_folder(data_root, "all")
+        where = dict(zip(ds.ids, ds.image_paths))
+        uniq = list(dict.fromkeys(cs.ids[:N]))
+        for i in uniq:
+            if i not in where:
+                raise T2IError(f"caption set {cs.path}: id '{i}' is not an image of {data_root}")
+        import numpy as np
+
+        u8 = torch.from_numpy(np.stack([load_image(where[i], evaluator.image_size) for i in uniq])).permute(0, 3, 1, 2)
+        real_img = _real_pass(evaluator, extractor, u8.contiguous(), batch_size, [], dev)
+        extractor.clear()
+        pos = {i: j for j, i in enumerate(uniq)}
+        idx = torch.tensor([pos[i] for i in cs.ids[:N]], dtype=torch.long)
+        entry["real"]["attributes"] = attribute_accuracy({k: v[idx] for k, v in real_img.items()}, targets, named, values)
+    return entry
 
 
 def _inception_split(inception, ds, train_ds, ref_idx, gen_inc, gen_size, seed, is_splits, batch_size, cache_dir,
@@ -325,13 +451,14 @@ def _check_generated(imgs, n: int) -> torch.Tensor:
 def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=("test", "novel"), seed: int = 0,
                  batch_size: int = 100, device="auto", out=None, data_root=None, progress: bool = True,
                  inception_weights=None, damsm_dir="auto", diversity_captions: int = 20, diversity_k: int = 8,
-                 cache_dir=None, use_cache: bool = True) -> dict:
+                 cache_dir=None, use_cache: bool = True, captions=()) -> dict:
     """Evaluate the pipeline of a training run; writes ``run_dir/eval/metrics.json`` (or ``out``) atomically.
 
     evaluator_dir: attribute evaluator (None or a dataset without labels: skipped);
     inception_weights: the FID Inception file (None: ``$T2IGAN_INCEPTION_WEIGHTS`` if set, else
     skipped); damsm_dir: DAMSM run for R-precision ("auto": the run's text encoder when it is a
-    DAMSM run with an image encoder; None: skipped).
+    DAMSM run with an image encoder; None: skipped); captions: caption-set JSONL files, or bare
+    names NAME for ``<data root>/NAME.jsonl`` (e.g. "paraphrase"), scored by attribute accuracy.
     """
     from t2igan.config import load_config
 
@@ -356,10 +483,16 @@ def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=("te
     dev = _resolve_device(device)
     notes = []
     evaluator = None
+    if captions and evaluator_dir is None:
+        raise T2IError("caption sets are scored by attribute accuracy: give an attribute evaluator (--evaluator)")
     if evaluator_dir is not None:
         from t2igan.data.folder import load_folder
 
-        if load_folder(root, splits[0] if splits else "test").attributes is None:
+        if not splits and captions:  # caption sets carry their own labels
+            if not Path(evaluator_dir).is_dir():
+                raise T2IError(f"evaluator directory not found: {evaluator_dir} ({TRAIN_HINT})")
+            evaluator = AttributeEvaluator.from_pretrained(evaluator_dir, device=dev)
+        elif load_folder(root, splits[0] if splits else "test").attributes is None:
             notes.append(f"attribute metrics skipped: {root} has no attribute labels")
         else:
             if not Path(evaluator_dir).is_dir():
@@ -384,13 +517,20 @@ def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=("te
         from t2igan.eval.rprecision import DAMSMScorer
 
         damsm = DAMSMScorer.from_pretrained(damsm_dir, device=dev)
+    sets = []
+    if captions:
+        from t2igan.data.caption_set import load_caption_set, resolve_caption_set
+
+        if evaluator is None:
+            raise T2IError(f"caption sets need attribute labels the evaluator predicts, and {root} has none")
+        sets = [load_caption_set(resolve_caption_set(c, root), evaluator.attribute_values) for c in captions]
     from t2igan.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(run_dir, device=dev)
     res = evaluate_pipeline(pipe, root, evaluator, splits=splits, n_samples=n_samples, batch_size=batch_size,
                             seed=seed, device=dev, progress=progress, inception=inception, damsm=damsm,
                             diversity_captions=diversity_captions, diversity_k=diversity_k, cache_dir=cache_dir,
-                            use_cache=use_cache)
+                            use_cache=use_cache, caption_sets=sets)
     res["notes"] = notes
     res["clip"] = "skipped: CLIP score / CLIP R-precision need local CLIP weights (not supported in this build)"
     res["run_dir"] = str(run_dir)
@@ -439,7 +579,8 @@ def format_table(result: dict) -> str:
             row = f"{k:<16}"
             for s in splits:
                 sp = result["splits"][s]
-                row += f"{_pct(sp['generated']['attributes'].get(k)):>{cw}}{_pct(sp['real']['attributes'].get(k)):>{cw}}"
+                row += (f"{_pct(sp['generated'].get('attributes', {}).get(k)):>{cw}}"
+                        f"{_pct(sp['real'].get('attributes', {}).get(k)):>{cw}}")
             lines.append(row)
 
     def row(name, get):
@@ -472,6 +613,12 @@ def format_table(result: dict) -> str:
     lines.append(f"({counts}; 'real' = same captions on real images / real train vs real split; "
                  f"features: {fe.get('dir')} sha256 {str(fe.get('weights_sha256'))[:12]}"
                  + (f"; Inception sha256 {str(inc.get('weights_sha256'))[:12]}" if inc else "") + ")")
+    for s in splits:
+        v = result["splits"][s].get("vocabulary")
+        if v and v["with_unknown_words"]:
+            lines.append(f"note: {s}: {v['with_unknown_words']} of {v['captions']} captions have words outside the "
+                         f"model's vocabulary ({100 * v['dropped_word_fraction']:.1f}% of words dropped); "
+                         f"{v['no_known_word']} have no known word (generated from the empty caption)")
     for n in result.get("notes", []):
         lines.append(f"note: {n}")
     return "\n".join(lines)

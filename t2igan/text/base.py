@@ -107,12 +107,13 @@ class DAMSMCaptionEncoder(CaptionEncoder):
         super().__init__()
         self.encoder, self.vocab, self.max_words = encoder, vocab, max_words
         self.sentence_dim = self.word_dim = encoder.nef
+        self.empty_captions = "error"  # or "pad": a caption with no known word is the padding token alone
 
     def identity(self) -> dict:
         return {"name": self.name, "max_words": self.max_words, "vocab": self.vocab.words}
 
     def tokens(self, captions: list[str]):
-        tokens, lengths, _ = self.vocab.batch(check_captions(captions), self.max_words)
+        tokens, lengths, _ = self.vocab.batch(check_captions(captions), self.max_words, empty=self.empty_captions)
         return tokens.to(self.device), lengths.to(self.device)
 
     def encode(self, captions: list[str]) -> TextFeatures:

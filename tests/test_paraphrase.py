@@ -198,6 +198,10 @@ def test_eval_caption_sets_on_a_damsm_run(data, tiny_dfgan, evaluator_dir, tmp_p
     assert o["vocabulary"]["no_known_word"] == 1 and o["real"] == {}
     assert o["generated"]["attributes"]["all_named"]["count"] == 2
     assert o["generated"]["attributes_known_words_only"]["all_named"]["count"] == 1
+    from t2igan.eval.run import format_table
+
+    table = format_table(res)
+    assert "paraphrase_control" in table and "odd: 1 of 2 captions have words outside" in table
 
     # bad files and missing sets: one error line, exit 2
     bad = tmp_path / "bad.jsonl"

@@ -232,7 +232,7 @@ def cmd_eval(a) -> None:
                        batch_size=a.batch_size, device=a.device, data_root=a.data_root, out=a.out,
                        inception_weights=a.inception_weights, damsm_dir=damsm,
                        diversity_captions=a.diversity_captions, diversity_k=a.diversity_k,
-                       cache_dir=a.cache_dir, use_cache=not a.no_cache)
+                       cache_dir=a.cache_dir, use_cache=not a.no_cache, clip_weights=a.clip)
     print(format_table(res))
     print(f"metrics written to {res['output']}")
     if a.report:
@@ -407,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inception-weights", default=None, metavar="PATH",
                    help="FID Inception-v3 weights pt_inception-2015-12-05-6726825d.pth (or env T2IGAN_INCEPTION_WEIGHTS)")
     e.add_argument("--damsm", default="auto", help="DAMSM run for R-precision (auto: the run's text encoder; none: skip)")
+    e.add_argument("--clip", default=None, metavar="PATH",
+                   help="local Hugging Face CLIP folder for CLIP score / CLIP R-precision (or env T2IGAN_CLIP_WEIGHTS; "
+                        "none: skip)")
     e.add_argument("--n-samples", type=int, default=5000)
     e.add_argument("--splits", default="test,novel")
     e.add_argument("--seed", type=int, default=0)

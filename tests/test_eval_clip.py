@@ -220,13 +220,11 @@ def test_cli_eval_writes_clip_entries(run_copy, tiny_data, tiny_clip, tmp_path, 
     assert "test generated: CLIP score" in headline(res) and "CLIP score" in format_table(res)
     assert not any("CLIP" in n for n in res["notes"])
 
-    # the environment variable works as --clip; without either the metrics are skipped with a note
+    # the environment variable stands for --clip; "none" switches CLIP off
+    from t2igan.eval.clip import clip_path_from_env
+
     monkeypatch.setenv("T2IGAN_CLIP_WEIGHTS", str(tiny_clip))
-    assert main(args + ["--damsm", "none", "--out", str(tmp_path / "env.json")]) == 0
-    assert json.loads((tmp_path / "env.json").read_text())["splits"]["test"]["generated"]["clip_score"] == \
-        t["generated"]["clip_score"]
-    monkeypatch.delenv("T2IGAN_CLIP_WEIGHTS")
-    assert main(args + ["--damsm", "none", "--out", str(tmp_path / "none.json")]) == 0
-    skipped = json.loads((tmp_path / "none.json").read_text())
-    assert skipped["clip"] is None and "clip_score" not in skipped["splits"]["test"]["generated"]
-    assert any("CLIP score / CLIP R-precision skipped" in n for n in skipped["notes"])
+    assert clip_path_from_env(None) == str(tiny_clip) and clip_path_from_env("none") is None
+    assert clip_path_from_env("other") == "other"
+    monkeypatch.setenv("T2IGAN_CLIP_WEIGHTS", "")
+    assert clip_path_from_env(None) is None

@@ -398,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="multi-stage models (StackGAN, StackGAN++, AttnGAN, MirrorGAN): every stage side by side")
     sm.set_defaults(func=cmd_sample)
 
-    e = sub.add_parser("eval", help="metrics of a run (attribute accuracy, FID-SF, FID/KID/IS, R-precision, diversity); "
+    e = sub.add_parser("eval", help="metrics of a run (attribute accuracy, FID-SF, FID/KID/IS, R-precision, diversity, "
+                                    "CLIP score / CLIP R-precision); "
                                     "also: eval compare RUN_A RUN_B ..., eval images DIR --ref DIR2, "
                                     "eval embed ENCODER ... (text embedding similarity matrices)")
     e.add_argument("run", help="run folder, or 'compare' / 'images' followed by their folders")

@@ -141,7 +141,7 @@ class CLIPScorer:
         if len(processor.tokenizer) > vocab:
             raise T2IError(f"{d}: the tokenizer has {len(processor.tokenizer)} tokens but the text model only {vocab}; "
                            f"{HELP}")
-        files = [f for f in present if not f.endswith(".index.json")]
+        files = [f for f in present if not f.endswith(".index.json")][:1]  # the one transformers reads
         if not files:  # sharded: every shard named in the index
             index = json.loads((d / present[0]).read_text(encoding="utf-8"))
             files = sorted(set(index.get("weight_map", {}).values()))
@@ -185,9 +185,6 @@ class CLIPScorer:
         ipc = json.loads(ip.to_json_string())  # the processor's saved settings, JSON types
         vc = self.features.config.vision_config
 
-        def get(name):
-            return ipc.get(name)
-
         resample = ipc.get("resample")
         resample = PIL_RESAMPLE.get(resample, str(resample)) if isinstance(resample, int) else str(resample)
         return {
@@ -200,11 +197,11 @@ class CLIPScorer:
             "max_tokens": self.max_tokens,
             "preprocess": {"processor": type(ip).__name__,
                            "input": "uint8 RGB, round(255 x) of the float [0, 1] generated images",
-                           "do_resize": get("do_resize"), "size": get("size"), "resample": resample,
-                           "do_center_crop": get("do_center_crop"), "crop_size": get("crop_size"),
-                           "do_rescale": get("do_rescale"), "rescale_factor": get("rescale_factor"),
-                           "do_normalize": get("do_normalize"), "image_mean": get("image_mean"),
-                           "image_std": get("image_std")},
+                           "do_resize": ipc.get("do_resize"), "size": ipc.get("size"), "resample": resample,
+                           "do_center_crop": ipc.get("do_center_crop"), "crop_size": ipc.get("crop_size"),
+                           "do_rescale": ipc.get("do_rescale"), "rescale_factor": ipc.get("rescale_factor"),
+                           "do_normalize": ipc.get("do_normalize"), "image_mean": ipc.get("image_mean"),
+                           "image_std": ipc.get("image_std")},
             "versions": {"torchmetrics": torchmetrics.__version__, "transformers": transformers.__version__},
         }
 

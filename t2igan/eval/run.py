@@ -3,8 +3,9 @@
 For each split (``test``, ``novel``): attribute accuracy of generated images on the
 attributes their captions name, FID-SF and KID-SF (torchmetrics FID/KID in the attribute
 evaluator's feature space), each beside the same measurement on real images (the
-ceiling). The protocol, sample counts and the feature extractor are written into the
-result.
+ceiling). With DAMSM encoders: R-precision; with the FID Inception: FID/KID/IS; with a
+local CLIP folder (``clip_weights``): CLIP score and CLIP R-precision (``eval/clip.py``).
+The protocol, sample counts and the feature extractors are written into the result.
 
     res = evaluate_run("runs/dfgan_synth64", "runs/evaluator_synth64")
     print(format_table(res))

@@ -240,7 +240,8 @@ def cmd_eval(a) -> None:
                        batch_size=a.batch_size, device=a.device, data_root=a.data_root, out=a.out,
                        inception_weights=a.inception_weights, damsm_dir=damsm,
                        diversity_captions=a.diversity_captions, diversity_k=a.diversity_k,
-                       cache_dir=a.cache_dir, use_cache=not a.no_cache, captions=tuple(a.captions or ()))
+                       cache_dir=a.cache_dir, use_cache=not a.no_cache, captions=tuple(a.captions or ()),
+                       clip_weights=a.clip)
     print(format_table(res))
     print(f"metrics written to {res['output']}")
     if a.report:
@@ -412,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="multi-stage models (StackGAN, StackGAN++, AttnGAN, MirrorGAN): every stage side by side")
     sm.set_defaults(func=cmd_sample)
 
-    e = sub.add_parser("eval", help="metrics of a run (attribute accuracy, FID-SF, FID/KID/IS, R-precision, diversity); "
+    e = sub.add_parser("eval", help="metrics of a run (attribute accuracy, FID-SF, FID/KID/IS, R-precision, diversity, "
+                                    "CLIP score / CLIP R-precision); "
                                     "also: eval compare RUN_A RUN_B ..., eval images DIR --ref DIR2, "
                                     "eval embed ENCODER ... (text embedding similarity matrices)")
     e.add_argument("run", help="run folder, or 'compare' / 'images' followed by their folders")
@@ -421,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inception-weights", default=None, metavar="PATH",
                    help="FID Inception-v3 weights pt_inception-2015-12-05-6726825d.pth (or env T2IGAN_INCEPTION_WEIGHTS)")
     e.add_argument("--damsm", default="auto", help="DAMSM run for R-precision (auto: the run's text encoder; none: skip)")
+    e.add_argument("--clip", default=None, metavar="PATH",
+                   help="local Hugging Face CLIP folder for CLIP score / CLIP R-precision (or env T2IGAN_CLIP_WEIGHTS; "
+                        "none: skip)")
     e.add_argument("--n-samples", type=int, default=5000)
     e.add_argument("--splits", default="test,novel", help="dataset splits to score ('none': only --captions)")
     e.add_argument("--captions", action="append", metavar="FILE.jsonl|NAME",

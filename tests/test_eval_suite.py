@@ -58,6 +58,7 @@ def test_evaluate_run_r_precision_report_and_compare(run_copy, tmp_path, monkeyp
     from t2igan.eval.run import evaluate_run, format_table
 
     monkeypatch.delenv("T2IGAN_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.delenv("T2IGAN_CLIP_WEIGHTS", raising=False)
     res = evaluate_run(run_copy, None, n_samples=20, splits=("test",), batch_size=8, device="cpu", progress=False)
     t = res["splits"]["test"]
     for side in ("generated", "real"):
@@ -65,6 +66,7 @@ def test_evaluate_run_r_precision_report_and_compare(run_copy, tmp_path, monkeyp
         assert rp["n"] == 20 and rp["candidates"] == 100 and 0.0 <= rp["mean"] <= 1.0
     assert res["damsm"]["weights_sha256"] and "R-precision" in format_table(res)
     assert any("Inception" in n for n in res["notes"])
+    assert res["clip"] is None and any("CLIP score / CLIP R-precision skipped" in n for n in res["notes"])
     on_disk = json.loads((run_copy / "eval" / "metrics.json").read_text())
     assert on_disk["splits"]["test"]["generated"]["r_precision"] == t["generated"]["r_precision"]
 

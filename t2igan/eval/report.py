@@ -146,7 +146,7 @@ def write_report(run_dir, res: dict) -> Path:
                f"({hist[-1].get('n_samples')} samples each).", "", "![history](eval_history.png)", ""]
     md += ["## Metrics", "", "```", format_table(res), "```", "", "### Protocol", ""]
     md += [f"- **{k}**: {v}" for k, v in res.get("protocol", {}).items()]
-    for key in ("feature_extractor", "inception", "damsm"):
+    for key in ("feature_extractor", "inception", "damsm", "clip"):
         if res.get(key):
             md += [f"- **{key}**: " + ", ".join(f"{k}={v}" for k, v in res[key].items())]
     md += ["", f"Full numbers: `{res.get('output')}`.", ""]
@@ -175,6 +175,9 @@ def headline(res: dict) -> dict[str, float]:
                 out[f"{tag}: KID-SF"] = g["kid_sf"]["mean"]
             if "r_precision" in g:
                 out[f"{tag}: R-precision"] = g["r_precision"]["mean"]
+            if "clip_score" in g:
+                out[f"{tag}: CLIP score"] = g["clip_score"]["mean"]
+                out[f"{tag}: CLIP R-precision"] = g["clip_r_precision"]["mean"]
             if g.get("diversity"):
                 out[f"{tag}: diversity"] = g["diversity"]["mean"]
             inc = sp.get("inception", {}).get(side)
@@ -203,9 +206,11 @@ def compare_runs(runs: list, out=None) -> dict:
     keys = [k for k in dict.fromkeys(k for h in heads.values() for k in h)]
     protocols = {r: {"n_samples": v.get("protocol", {}).get("n_samples"), "seed": v.get("protocol", {}).get("seed"),
                      "evaluator_sha256": (v.get("feature_extractor") or {}).get("weights_sha256"),
-                     "inception_sha256": (v.get("inception") or {}).get("weights_sha256")} for r, v in results.items()}
+                     "inception_sha256": (v.get("inception") or {}).get("weights_sha256"),
+                     "clip_sha256": (v["clip"] if isinstance(v.get("clip"), dict) else {}).get("weights_sha256")}
+                 for r, v in results.items()}
     warn = []
-    for field in ("n_samples", "evaluator_sha256", "inception_sha256"):
+    for field in ("n_samples", "evaluator_sha256", "inception_sha256", "clip_sha256"):
         vals = {p[field] for p in protocols.values()}
         if len(vals) > 1:
             warn.append(f"runs differ in {field} ({', '.join(map(str, vals))}): their numbers are not comparable")

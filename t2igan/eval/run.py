@@ -3,8 +3,9 @@
 For each split (``test``, ``novel``): attribute accuracy of generated images on the
 attributes their captions name, FID-SF and KID-SF (torchmetrics FID/KID in the attribute
 evaluator's feature space), each beside the same measurement on real images (the
-ceiling). The protocol, sample counts and the feature extractor are written into the
-result.
+ceiling). With DAMSM encoders: R-precision; with the FID Inception: FID/KID/IS; with a
+local CLIP folder (``clip_weights``): CLIP score and CLIP R-precision (``eval/clip.py``).
+The protocol, sample counts and the feature extractors are written into the result.
 
     res = evaluate_run("runs/dfgan_synth64", "runs/evaluator_synth64")
     print(format_table(res))
@@ -92,7 +93,7 @@ def _u8(ds, size: int) -> torch.Tensor:
 def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"), n_samples: int = 5000,
                       batch_size: int = 100, seed: int = 0, device=None, progress: bool = True, inception=None,
                       damsm=None, diversity_captions: int = 0, diversity_k: int = 8, is_splits: int = 10,
-                      rp_bins: int = 10, cache_dir=None, use_cache: bool = True, caption_sets=()) -> dict:
+                      rp_bins: int = 10, cache_dir=None, use_cache: bool = True, caption_sets=(), clip=None) -> dict:
     """Score ``pipe`` (anything with ``generate(captions, seed, n=1) -> float [B, 3, H, W] in [0, 1]``).
 
     caption_sets: ``CaptionSet``s (``t2igan.data.caption_set``) scored by attribute accuracy
@@ -100,7 +101,8 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
 
     evaluator: an AttributeEvaluator or its directory (attribute accuracy, FID-SF/KID-SF,
     diversity), or None; inception: an ``InceptionFeatures`` (FID/KID/IS) or None; damsm: a
-    ``DAMSMScorer`` (R-precision) or None. device: where the evaluator runs (None: where it
+    ``DAMSMScorer`` (R-precision) or None; clip: a ``CLIPScorer`` (CLIP score, CLIP R-precision)
+    or None. device: where the evaluator runs (None: where it
     already is). Returns a JSON-able dict (see ``protocol`` in it).
     """
     from tqdm import tqdm
@@ -109,8 +111,9 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
         splits = (splits,)
     if n_samples < 2 or batch_size < 1:
         raise T2IError(f"n_samples must be >= 2 and batch_size >= 1, got {n_samples} and {batch_size}")
-    if evaluator is None and inception is None and damsm is None:
-        raise T2IError("nothing to measure: give an attribute evaluator, Inception weights or DAMSM encoders")
+    if evaluator is None and inception is None and damsm is None and clip is None:
+        raise T2IError("nothing to measure: give an attribute evaluator, Inception weights, DAMSM encoders or CLIP "
+                       "weights")
     caption_sets = list(caption_sets)
     if caption_sets and evaluator is None:
         raise T2IError("caption sets are scored by attribute accuracy: give an attribute evaluator")
@@ -147,6 +150,14 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
                            f"images of split S (text differs from the true caption; drawn with seed {seed}); hit = "
                            f"true caption ranks first by cosine; mean +- std over {rp_bins} contiguous bins of the N "
                            "samples; ceiling: the real image of each sample",
+            "clip_score": "torchmetrics CLIPScore on the N (generated image, its caption) pairs = max(100 * mean cosine "
+                          "of CLIP's projected image and text embeddings, 0) (the clamp is on the mean); generated "
+                          "images rounded to uint8, then CLIP's own processor (see clip.preprocess); ceiling: the "
+                          "real image of each sample (decoded at the generated image size, centre square crop, PIL "
+                          "Lanczos, uint8) with the same caption",
+            "clip_r_precision": f"as r_precision (the same true + 99 candidate captions, seed {seed}; {rp_bins} bins) "
+                                "with CLIP's projected image embedding vs the projected text embeddings of the "
+                                "captions (tokenised padded to the batch's longest, truncated to the model's context)",
             "diversity": f"first {diversity_captions} sample captions x {diversity_k} images each "
                          f"(pipe.generate(captions, seed={seed} + 1000003, n={diversity_k})): per caption the mean "
                          "pairwise Euclidean distance of the evaluator's features, mean +- std over captions; "
@@ -168,6 +179,7 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
         }
     result["inception"] = inception.describe() if inception is not None else None
     result["damsm"] = damsm.describe() if damsm is not None else None
+    result["clip"] = clip.describe() if clip is not None else None
     train_u8 = train_ds = None
     from t2igan.data.folder import load_folder
 
@@ -199,6 +211,7 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
             gen_pred: dict[str, list] = {k: [] for k in values}
         gen_inc: dict[str, list] = {}
         gen_codes: list[torch.Tensor] = []
+        gen_clip = clip.pairs() if clip is not None else None
         starts = range(0, N, batch_size)
         bar = tqdm(starts, desc=f"eval {s}", unit="batch", disable=not progress, dynamic_ncols=True)
         for b, start in enumerate(bar):
@@ -220,6 +233,8 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
                         gen_inc.setdefault(k, []).append(v.cpu())
                 if damsm is not None:
                     gen_codes.append(damsm.image_codes(imgs))
+                if clip is not None:
+                    gen_clip.update(imgs, caps)
         bar.close()
 
         if evaluator is not None or inception is not None:
@@ -250,6 +265,10 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
         if damsm is not None:
             entry["generated"]["r_precision"], entry["real"]["r_precision"] = _r_precision_split(
                 damsm, ds, img_idx, cap_idx, torch.cat(gen_codes), gen_size, seed, rp_bins, batch_size)
+        if clip is not None:
+            for side, v in _clip_split(clip, ds, img_idx, cap_idx, gen_clip, gen_size, seed, rp_bins, batch_size,
+                                       progress).items():
+                entry[side].update(v)
         if evaluator is not None and diversity_captions > 0 and diversity_k >= 2:
             entry["generated"]["diversity"], entry["real"]["diversity"] = _diversity_split(
                 pipe, extractor, captions[:diversity_captions], real_u8, diversity_k, seed)
@@ -401,10 +420,9 @@ def _inception_split(inception, ds, train_ds, ref_idx, gen_inc, gen_size, seed, 
     return {"inception": {"generated": g, "real": c, "reference_cache": split_info, "ceiling_cache": train_info}}
 
 
-def _r_precision_split(damsm, ds, img_idx, cap_idx, codes, gen_size, seed, bins, batch_size):
-    import numpy as np
-
-    from t2igan.eval.rprecision import draw_mismatched, r_precision
+def _candidates(ds, img_idx, cap_idx, seed):
+    """All captions of the split (flat) and, per sample, its caption + 99 mismatched ones ([N, 100] indices)."""
+    from t2igan.eval.rprecision import draw_mismatched
 
     flat, owner, offset = [], [], []
     for i, caps in enumerate(ds.captions):
@@ -412,13 +430,42 @@ def _r_precision_split(damsm, ds, img_idx, cap_idx, codes, gen_size, seed, bins,
         flat.extend(caps)
         owner.extend([i] * len(caps))
     true_idx = torch.tensor([offset[i] + c for i, c in zip(img_idx, cap_idx)])
-    cands = draw_mismatched(true_idx, flat, 99, seed, owner)
+    return flat, draw_mismatched(true_idx, flat, 99, seed, owner)
+
+
+def _r_precision_split(damsm, ds, img_idx, cap_idx, codes, gen_size, seed, bins, batch_size):
+    import numpy as np
+
+    from t2igan.eval.rprecision import r_precision
+
+    flat, cands = _candidates(ds, img_idx, cap_idx, seed)
     sents = damsm.sentence_codes(flat)
     gen = r_precision(codes, cands, sents, bins)
     real_u8 = torch.from_numpy(np.array(ds.images_uint8(gen_size))).permute(0, 3, 1, 2)
     real_codes = torch.cat([damsm.image_codes(real_u8[i:i + batch_size]) for i in range(0, len(real_u8), batch_size)])
     real = r_precision(real_codes[torch.tensor(img_idx)], cands, sents, bins)
     return gen, real
+
+
+def _clip_split(clip, ds, img_idx, cap_idx, gen_pairs, gen_size, seed, bins, batch_size, progress) -> dict:
+    """CLIP score and CLIP R-precision of the generated samples and of the real image of each sample."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from t2igan.eval.rprecision import r_precision
+
+    flat, cands = _candidates(ds, img_idx, cap_idx, seed)
+    captions = [flat[int(t)] for t in cands[:, 0]]
+    real_u8 = torch.from_numpy(np.array(ds.images_uint8(gen_size))).permute(0, 3, 1, 2)
+    real_pairs = clip.pairs()
+    for i in tqdm(range(0, len(img_idx), batch_size), desc=f"clip {ds.split} (real)", unit="batch",
+                  disable=not progress, dynamic_ncols=True):
+        real_pairs.update(real_u8[torch.tensor(img_idx[i:i + batch_size])], captions[i:i + batch_size])
+    texts = clip.text_codes(flat)
+    too_long = clip.count_too_long(flat)
+    return {side: {"clip_score": p.score(), "clip_r_precision": r_precision(p.image_codes(), cands, texts, bins),
+                   "clip_captions_truncated": too_long}
+            for side, p in (("generated", gen_pairs), ("real", real_pairs))}
 
 
 def _diversity_split(pipe, extractor, captions, real_u8, k, seed):
@@ -451,14 +498,17 @@ def _check_generated(imgs, n: int) -> torch.Tensor:
 def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=("test", "novel"), seed: int = 0,
                  batch_size: int = 100, device="auto", out=None, data_root=None, progress: bool = True,
                  inception_weights=None, damsm_dir="auto", diversity_captions: int = 20, diversity_k: int = 8,
-                 cache_dir=None, use_cache: bool = True, captions=()) -> dict:
+                 cache_dir=None, use_cache: bool = True, captions=(), clip_weights=None) -> dict:
     """Evaluate the pipeline of a training run; writes ``run_dir/eval/metrics.json`` (or ``out``) atomically.
 
     evaluator_dir: attribute evaluator (None or a dataset without labels: skipped);
     inception_weights: the FID Inception file (None: ``$T2IGAN_INCEPTION_WEIGHTS`` if set, else
     skipped); damsm_dir: DAMSM run for R-precision ("auto": the run's text encoder when it is a
     DAMSM run with an image encoder; None: skipped); captions: caption-set JSONL files, or bare
-    names NAME for ``<data root>/NAME.jsonl`` (e.g. "paraphrase"), scored by attribute accuracy.
+    names NAME for ``<data root>/NAME.jsonl`` (e.g. "paraphrase"), scored by attribute accuracy;
+    clip_weights: a local Hugging Face CLIP
+    folder for CLIP score / CLIP R-precision (None: ``$T2IGAN_CLIP_WEIGHTS`` if set, else skipped;
+    "none": skipped).
     """
     from t2igan.config import load_config
 
@@ -524,15 +574,23 @@ def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=("te
         if evaluator is None:
             raise T2IError(f"caption sets need attribute labels the evaluator predicts, and {root} has none")
         sets = [load_caption_set(resolve_caption_set(c, root), evaluator.attribute_values) for c in captions]
+    from t2igan.eval.clip import ENV_VAR as CLIP_ENV
+    from t2igan.eval.clip import CLIPScorer, clip_path_from_env
+
+    clip = None
+    clip_path = clip_path_from_env(clip_weights)
+    if clip_path is not None:
+        clip = CLIPScorer.from_pretrained(clip_path, device=dev)
+    else:
+        notes.append(f"CLIP score / CLIP R-precision skipped: no --clip and {CLIP_ENV} is not set")
     from t2igan.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(run_dir, device=dev)
     res = evaluate_pipeline(pipe, root, evaluator, splits=splits, n_samples=n_samples, batch_size=batch_size,
                             seed=seed, device=dev, progress=progress, inception=inception, damsm=damsm,
                             diversity_captions=diversity_captions, diversity_k=diversity_k, cache_dir=cache_dir,
-                            use_cache=use_cache, caption_sets=sets)
+                            use_cache=use_cache, caption_sets=sets, clip=clip)
     res["notes"] = notes
-    res["clip"] = "skipped: CLIP score / CLIP R-precision need local CLIP weights (not supported in this build)"
     res["run_dir"] = str(run_dir)
     out_path = Path(out) if out is not None else run_dir / "eval" / "metrics.json"
     res["output"] = str(out_path)
@@ -605,6 +663,8 @@ def format_table(result: dict) -> str:
     row("KID (x1e3)", lambda sp, side: _num(dig(sp, "inception", side, "kid", "mean"), scale=1e3))
     row("IS", lambda sp, side: _num(dig(sp, "inception", side, "is", "mean"), ".2f"))
     row("R-precision", lambda sp, side: _pct({"accuracy": dig(sp, side, "r_precision", "mean")}))
+    row("CLIP score", lambda sp, side: _num(dig(sp, side, "clip_score", "mean"), ".2f"))
+    row("CLIP R-prec.", lambda sp, side: _pct({"accuracy": dig(sp, side, "clip_r_precision", "mean")}))
     row("diversity", lambda sp, side: _num(dig(sp, side, "diversity", "mean")))
     counts = "; ".join(f"{s}: {result['splits'][s]['n_samples']} samples, {result['splits'][s]['n_images']} real images, "
                        f"{result['splits'][s].get('n_train_reference', 0)} train reference" for s in splits)
@@ -612,7 +672,9 @@ def format_table(result: dict) -> str:
     inc = result.get("inception") or {}
     lines.append(f"({counts}; 'real' = same captions on real images / real train vs real split; "
                  f"features: {fe.get('dir')} sha256 {str(fe.get('weights_sha256'))[:12]}"
-                 + (f"; Inception sha256 {str(inc.get('weights_sha256'))[:12]}" if inc else "") + ")")
+                 + (f"; Inception sha256 {str(inc.get('weights_sha256'))[:12]}" if inc else "")
+                 + (f"; CLIP sha256 {str(result['clip'].get('weights_sha256'))[:12]}"
+                    if isinstance(result.get("clip"), dict) else "") + ")")
     for s in splits:
         v = result["splits"][s].get("vocabulary")
         if v and v["with_unknown_words"]:

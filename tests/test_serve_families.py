@@ -13,7 +13,8 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from t2igan.models import attngan, dfgan, gan_int_cls, mirrorgan, stackgan, stackganpp  # noqa: E402
-from t2igan.pipeline import Pipeline, load_text_encoder, save_pretrained_text_encoder_ref, write_model_index  # noqa: E402
+from t2igan.pipeline import (Pipeline, load_text_encoder, save_pretrained_text_encoder_ref,  # noqa: E402
+                             write_model_index)
 from t2igan.serve.app import HEAT, Settings, create_app, heatmaps  # noqa: E402
 from t2igan.serve.batcher import Job, ModelWorker  # noqa: E402
 from t2igan.train import checkpoint as ckpt  # noqa: E402

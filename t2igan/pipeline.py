@@ -218,6 +218,18 @@ class Pipeline:
             z = z.clamp(-truncation, truncation)
         return z
 
+    def latents(self, count: int, seed: int, truncation: float | None = None):
+        """``(z [count, nz], eps)`` for ``count`` images from ``seed``: the noise z, and for models with
+        conditioning augmentation its noise ``eps [count, sum(eps_dims)]`` (drawn after z from the same
+        seed, one block per CA net; None for other models). Same seed, same latents."""
+        z = self.noise(count, seed, truncation)
+        dims = tuple(getattr(self.generator, "eps_dims", ()))
+        if not dims:
+            return z, None
+        g = torch.Generator().manual_seed(int(seed))
+        torch.randn(count, self.generator.nz, generator=g)
+        return z, torch.cat([torch.randn(count, k, generator=g) for k in dims], 1)
+
     def _inputs(self, captions, seed: int, n: int, truncation: float | None):
         if isinstance(captions, str):
             captions = [captions]
@@ -225,14 +237,38 @@ class Pipeline:
             raise T2IError(f"n must be between 1 and {MAX_IMAGES_PER_CALL // max(len(captions), 1)}, got {n}")
         words, sent, mask = self.encode(captions)
         words, sent, mask = (t.repeat_interleave(n, 0) for t in (words, sent, mask))
-        z = self.noise(sent.size(0), seed, truncation).to(self.device)
-        eps = None
-        dims = tuple(getattr(self.generator, "eps_dims", ()))
-        if dims:  # conditioning-augmentation noise, drawn after z from the same seed, one block per CA net
-            g = torch.Generator().manual_seed(int(seed))
-            torch.randn(sent.size(0), self.generator.nz, generator=g)
-            eps = torch.cat([torch.randn(sent.size(0), k, generator=g) for k in dims], 1).to(self.device)
-        return z, eps, sent, words, mask
+        z, eps = self.latents(sent.size(0), seed, truncation)
+        return z.to(self.device), None if eps is None else eps.to(self.device), sent, words, mask
+
+    @property
+    def stage_sizes(self) -> list[int]:
+        """Image size of every stage the generator draws, smallest first (one entry: a single-stage model)."""
+        g = self.generator
+        if hasattr(g, "branch_num"):  # StackGAN++ / HDGAN / AttnGAN / MirrorGAN tree
+            return [g.imsize // 2 ** (g.branch_num - 1 - k) for k in range(g.branch_num)]
+        if hasattr(g, "STAGE1_G"):  # StackGAN stage II over a frozen stage I
+            return [g.STAGE1_G.imsize, g.imsize]
+        return [self.image_size]
+
+    @property
+    def attends_words(self) -> bool:
+        """True when the generator returns word attention maps (AttnGAN / MirrorGAN with 2+ stages)."""
+        from t2igan.models.attngan import G_NET
+
+        return isinstance(self.generator, G_NET) and self.generator.branch_num > 1
+
+    @torch.inference_mode()
+    def synthesize(self, z: torch.Tensor, sent: torch.Tensor, words: torch.Tensor, mask: torch.Tensor,
+                   eps: torch.Tensor | None = None):
+        """One generator pass on already-encoded text: ``z [B, nz]``, ``sent [B, D]``, ``words [B, D, T]``,
+        ``mask [B, T]``, ``eps`` (see :meth:`latents`) -> ``GenOutput``: every stage's images in [-1, 1]
+        (smallest first) and the word attention maps per attended stage ``[B, T, h, w]``."""
+        from t2igan.models.blocks import GenOutput
+
+        g = self.generator
+        if hasattr(g, "run"):
+            return g.run(z, sent, words, mask, eps=eps)
+        return GenOutput(images=[g(z, sent)])
 
     @torch.inference_mode()
     def generate_stages(self, captions: list[str], seed: int = 0, n: int = 1, batch_size: int = 64,
@@ -240,18 +276,13 @@ class Pipeline:
         """Every stage's images (smallest first, float [0, 1]) and, for AttnGAN/MirrorGAN, the word
         attention maps per attended stage ``[B, T, h, w]`` (sum to 1 over a caption's words)."""
         z, eps, sent, words, mask = self._inputs(captions, seed, n, truncation)
-        g = self.generator
         stages: list[list[torch.Tensor]] = []
         attention: list[list[torch.Tensor]] = []
         for i in range(0, sent.size(0), batch_size):
             sl = slice(i, i + batch_size)
-            if hasattr(g, "run"):
-                out = g.run(z[sl], sent[sl], words[sl], mask[sl], eps=None if eps is None else eps[sl])
-                imgs, att = out.images, out.attention
-            else:
-                imgs, att = [g(z[sl], sent[sl])], []
-            stages.append(imgs)
-            attention.append(att)
+            out = self.synthesize(z[sl], sent[sl], words[sl], mask[sl], None if eps is None else eps[sl])
+            stages.append(out.images)
+            attention.append(out.attention)
         images = [torch.cat([b[k] for b in stages]).float().add(1).div(2).clamp(0, 1) for k in range(len(stages[0]))]
         maps = [torch.cat([b[k] for b in attention]).float() for k in range(len(attention[0]))]
         return {"images": images, "attention": maps, "mask": mask}

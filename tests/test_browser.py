@@ -109,35 +109,67 @@ def test_page_generates_images(server_url, tmp_path):
             browser.close()
 
 
-def test_page_shows_stages_and_attention_when_present(server_url):
-    """DF-GAN has neither, so the response is faked in the browser to check the page draws them."""
+@pytest.fixture
+def mirrorgan_url(tiny_damsm, tmp_path):
+    """A tiny MirrorGAN (3 stages, word attention at 2) served over HTTP."""
+    uvicorn = pytest.importorskip("uvicorn")
+    from test_serve_families import build_family_dirs
+
+    from t2igan.serve.app import Settings, create_app
+
+    dirs = build_family_dirs(tiny_damsm, tmp_path)
+    app = create_app({"mirror": dirs["mirrorgan"], "stack1": dirs["stackgan_stage1"]}, Settings())
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+    app.state.close()
+
+
+def test_page_shows_stages_and_attention(mirrorgan_url):
+    """A real multi-stage attention model: a row per stage, and per attended stage a row with the image
+    and one heat map per word, labelled with the word; a one-stage model greys the boxes out."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     exe = chromium_path()
     if exe is None:
         pytest.skip("no Chromium found (apt-get install chromium, or set T2IGAN_CHROMIUM)")
-    import base64
-    import io
-    import json
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (16, 16), (200, 30, 30)).save(buf, format="PNG")
-    im = {"caption_index": 0, "index": 0, "png_base64": base64.b64encode(buf.getvalue()).decode()}
-    fake = {"model": "fake", "family": "attngan", "image_size": 16, "seed": 0, "n": 1, "captions": ["red"],
-            "images": [im], "dropped_words": [], "stages": [[im], [im]], "attention": [im, {**im, "index": 1}],
-            "notes": ["fake response"], "timing_ms": {"total": 1.0, "queue": 0.0}}
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS, headless=True)
         try:
             page = browser.new_page()
-            page.route("**/v1/generate", lambda route: route.fulfill(status=200, content_type="application/json",
-                                                                     body=json.dumps(fake)))
-            page.goto(server_url + "/")
-            page.fill("#captions", "red")
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(mirrorgan_url + "/")
+            page.wait_for_function("document.querySelectorAll('#model option').length === 2", timeout=10000)
+            assert "3 stages, attention" in page.text_content("#model option[value=mirror]")
+            page.fill("#captions", "red petals and a yellow center")
+            page.fill("#n", "1")
+            page.check("#stages")
+            page.check("#attention")
             page.click("#generate")
-            page.wait_for_function("document.querySelectorAll('#extras img').length === 4", timeout=10000)
-            assert page.locator("#extras .cap").all_text_contents() == ["stage 1", "stage 2", "attention"]
-            assert "fake response" in page.text_content("#notes")
+            page.wait_for_function("document.querySelectorAll('#extras .caprow').length === 5", timeout=20000)
+            caps = page.locator("#extras .cap").all_text_contents()
+            assert caps[:3] == ["stage 1 · 8px", "stage 2 · 16px", "stage 3 · 32px"]
+            assert caps[3].startswith("attention · caption 0 #0 · stage 2 (8px")
+            assert caps[4].startswith("attention · caption 0 #0 · stage 3 (16px")
+            words = page.locator("#extras .caprow.sub").nth(0).locator("figcaption").all_text_contents()
+            assert words == ["image", "red", "petals", "and", "a", "yellow", "center"]
+            assert page.locator("#extras img").count() == 3 + 2 * 7
+            page.select_option("#model", "stack1")
+            assert "off" in page.get_attribute("#stages-label", "class")
+            assert "off" in page.get_attribute("#attention-label", "class")
+            page.click("#generate")
+            page.wait_for_function("document.querySelector('#notes').textContent.includes('one image scale')",
+                                   timeout=20000)
+            assert page.locator("#extras .caprow").count() == 0
+            assert not errors, errors
         finally:
             browser.close()

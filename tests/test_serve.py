@@ -292,9 +292,9 @@ def test_batched_equals_unbatched(pipe, exact):
     batched = ModelWorker("b", pipe, batching=True, max_wait_ms=0, exact=exact)
     single = ModelWorker("s", pipe, batching=False, exact=exact)
     try:
-        together = batched.run(_jobs(pipe))  # one forward pass for all five requests
+        together = [r.images for r in batched.run(_jobs(pipe))]  # one forward pass for all five requests
         assert batched.stats["forward_passes"] == 1 and batched.stats["max_batch_images"] == 15
-        alone = [single.run([j])[0] for j in _jobs(pipe)]
+        alone = [single.run([j])[0].images for j in _jobs(pipe)]
         for (caps, seed, n), t, a in zip(REQS, together, alone):
             ref = torch.from_numpy(reference(pipe, caps, seed, n))
             assert t.shape == a.shape == ref.shape
@@ -377,7 +377,7 @@ def test_big_request_is_split_into_max_batch_passes(pipe):
     w = ModelWorker("s", pipe, max_batch=4, max_wait_ms=0)
     try:
         out = w.submit(_jobs(pipe, [([CAP, "blue petals"], 2, 5)])[0]).result(30)
-        assert out.shape[0] == 10 and w.stats["forward_passes"] == 3
+        assert out.images.shape[0] == 10 and w.stats["forward_passes"] == 3
     finally:
         w.close()
 

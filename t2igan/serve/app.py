@@ -25,18 +25,43 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 import t2igan
 from t2igan import T2IError
 from t2igan.pipeline import Pipeline
-from t2igan.serve.batcher import Job, ModelWorker, QueueFull
+from t2igan.serve.batcher import Job, ModelWorker, QueueFull, Result
 
 PAGE = Path(__file__).with_name("index.html")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-NO_EXTRAS = {"dfgan": "DF-GAN draws one image scale and has no word attention, so stages and attention are empty"}
+# inferno-like colour map for attention heat maps: weight 0 -> near black, full scale -> pale yellow
+HEAT = torch.tensor([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=torch.float32)
+
+
+def extras_notes(pipe: Pipeline, stages: bool, attention: bool) -> list[str]:
+    """Why ``stages`` / ``attention`` are empty for this model, when they were asked for."""
+    name = {"dfgan": "DF-GAN", "gan_int_cls": "GAN-INT-CLS", "stackgan_stage1": "StackGAN stage I"}.get(
+        pipe.family, pipe.family)
+    notes = []
+    if stages and len(pipe.stage_sizes) == 1:
+        notes.append(f"{name} draws one image scale, so stages is empty")
+    if attention and not pipe.attends_words:
+        notes.append(f"{name} has no word attention (only AttnGAN and MirrorGAN with 2+ stages have), "
+                     "so attention is empty")
+    return notes
+
+
+def heatmaps(att: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """One image's word attention ``[L, h, w]`` (its L words) -> uint8 heat maps ``[L, h, w, 3]`` and the
+    weight shown at full scale (the largest over these words, so the words of one image compare)."""
+    scale = float(att.max().clamp(min=1e-12))
+    v = (att.float() / scale).clamp(0, 1) * (len(HEAT) - 1)  # (L, h, w) in [0, 4]
+    lo = v.floor().long().clamp(max=len(HEAT) - 2)
+    f = (v - lo)[..., None]
+    rgb = HEAT[lo] * (1 - f) + HEAT[lo + 1] * f  # (L, h, w, 3)
+    return rgb.round().to(torch.uint8), scale
 
 
 @dataclass
@@ -90,9 +115,6 @@ def _load(models: dict, device: str) -> dict[str, Pipeline]:
     pipes = {}
     for name, m in models.items():
         pipes[name] = m if isinstance(m, Pipeline) else Pipeline.from_pretrained(m, device=device)
-        if pipes[name].vocab is None:
-            raise T2IError(f"{m}: serving a model conditioned on a frozen pretrained text encoder (MiniLM/CLIP) "
-                           "is not supported yet; use t2igan sample or Pipeline")
     return pipes
 
 
@@ -133,8 +155,12 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
         seed: int = Field(0, ge=0, le=2**63 - 1, description="same seed, same images")
         truncation: float | None = Field(None, gt=0, le=100, allow_inf_nan=False, description="clamp noise to [-t, t]")
         model: str | None = Field(None, description=f"served model name (default: {default_model})")
-        return_stages: bool = Field(False, description="also return lower-resolution stage images when the model has them")
-        return_attention: bool = Field(False, description="also return word attention maps when the model has them")
+        return_stages: bool = Field(False, validation_alias=AliasChoices("return_stages", "stages"),
+                                    description="also return every stage's images (smallest first) when the model "
+                                                "draws 2+ stages (also accepted as 'stages')")
+        return_attention: bool = Field(False, validation_alias=AliasChoices("return_attention", "attention"),
+                                       description="also return per-word attention heat maps (AttnGAN, MirrorGAN; "
+                                                   "also accepted as 'attention')")
 
     class InterpolateRequest(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
@@ -151,6 +177,17 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
         index: int = Field(description="image number for that caption")
         png_base64: str
 
+    class AttentionMap(BaseModel):
+        caption_index: int
+        index: int = Field(description="image number for that caption")
+        stage: int = Field(description="the stage (index into stage_sizes) whose generator attended with this map")
+        word_index: int = Field(description="position of the word in the caption as the model read it")
+        word: str
+        size: int = Field(description="the map is size x size (the attending stage's input resolution)")
+        scale: float = Field(description="attention weight drawn at full brightness (the largest of this image's "
+                                         "words at this stage; weights sum to 1 over the words at every pixel)")
+        png_base64: str
+
     class GenerateResponse(BaseModel):
         model: str
         family: str
@@ -160,8 +197,12 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
         captions: list[str]
         images: list[Image] = Field(description="caption-major: all images of caption 0, then caption 1, ...")
         dropped_words: list[str] = Field(description="words not in the model's vocabulary, ignored")
-        stages: list[list[Image]] = Field(description="per stage, lower-resolution images (empty: model has none)")
-        attention: list[Image] = Field(description="word attention maps (empty: model has none)")
+        stage_sizes: list[int] = Field(description="image size of every stage the model draws, smallest first")
+        stages: list[list[Image]] = Field(description="per stage (smallest first, the last is images), every image; "
+                                                      "empty unless return_stages and the model has 2+ stages")
+        words: list[list[str]] = Field(description="per caption, the words the model read (vocabulary models)")
+        attention: list[AttentionMap] = Field(description="per image, attended stage and word, a heat map; empty "
+                                                          "unless return_attention and the model attends over words")
         notes: list[str]
         timing_ms: dict[str, float]
 
@@ -182,10 +223,12 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
         family: str
         image_size: int
         default: bool
-        vocab_size: int
-        max_words: int
-        stages: bool
-        attention: bool
+        text_encoder: str = Field(description="damsm (the model's own vocabulary) or a frozen pretrained encoder")
+        vocab_size: int | None = Field(description="None for a frozen pretrained text encoder")
+        max_words: int | None
+        stage_sizes: list[int]
+        stages: bool = Field(description="draws 2+ stages (return_stages gives them)")
+        attention: bool = Field(description="has word attention maps (return_attention gives them)")
         queued: int
         stats: dict[str, int]
 
@@ -270,12 +313,14 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
             raise APIError(422, f"caption {i} is {len(c)} characters long; the limit is {s.max_caption_chars}")
 
     def tokenize(w: ModelWorker, captions: list[str]):
+        if w.pipe.vocab is None:  # a frozen pretrained encoder reads the captions in the worker
+            return None, None, []
         try:
             return w.pipe.vocab.batch(captions, w.pipe.max_words)
         except T2IError as e:
             raise APIError(422, str(e)) from None
 
-    async def run_job(w: ModelWorker, job: Job) -> torch.Tensor:
+    async def run_job(w: ModelWorker, job: Job) -> Result:
         try:
             fut = w.submit(job)
         except QueueFull:
@@ -299,6 +344,20 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
     def encode_all(x: torch.Tensor) -> list[str]:
         return [base64.b64encode(encode_png(im)).decode("ascii") for im in x]
 
+    def encode_attention(res: Result, words: list[list[str]], n: int, sizes: list[int]) -> list[AttentionMap]:
+        out = []
+        first = len(sizes) - len(res.attention)  # map k was used by stage first + k
+        for k, att in enumerate(res.attention):  # (N, T, h, w)
+            for i in range(att.size(0)):
+                ws = words[i // n]
+                keep = res.mask[i].nonzero().flatten()[:len(ws)]
+                maps, scale = heatmaps(att[i, keep])
+                for t, pos in enumerate(keep.tolist()):
+                    out.append(AttentionMap(caption_index=i // n, index=i % n, stage=first + k, word_index=pos,
+                                            word=ws[t], size=att.size(-1), scale=scale,
+                                            png_base64=base64.b64encode(encode_png(maps[t])).decode("ascii")))
+        return out
+
     def wants_png(request: Request, fmt: str | None) -> bool:
         if fmt is not None:
             return fmt == "png"
@@ -321,9 +380,15 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/models", response_model=ModelsResponse, dependencies=[Depends(auth)],
              responses={401: err[401]}, summary="the served models and the server limits")
     async def list_models():
-        infos = [ModelInfo(name=n, family=w.pipe.family, image_size=w.pipe.image_size, default=n == default_model,
-                           vocab_size=len(w.pipe.vocab), max_words=w.pipe.max_words, stages=False, attention=False,
-                           queued=w.queued(), stats=dict(w.stats)) for n, w in workers.items()]
+        def info(n: str, w: ModelWorker) -> ModelInfo:
+            p = w.pipe
+            own = p.vocab is not None
+            return ModelInfo(name=n, family=p.family, image_size=p.image_size, default=n == default_model,
+                             text_encoder="damsm" if own else str(getattr(p.text_encoder, "name", "pretrained")),
+                             vocab_size=len(p.vocab) if own else None, max_words=p.max_words if own else None,
+                             stage_sizes=p.stage_sizes, stages=len(p.stage_sizes) > 1, attention=p.attends_words,
+                             queued=w.queued(), stats=dict(w.stats))
+        infos = [info(n, w) for n, w in workers.items()]
         limits = {k: getattr(s, k) for k in ("max_caption_chars", "max_captions", "max_n", "max_images",
                                              "max_body_bytes", "max_queue", "timeout_s", "batching", "max_batch",
                                              "max_wait_ms", "exact")}
@@ -350,37 +415,46 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
             raise APIError(406, f"image/png returns exactly one image; this request asks for "
                                 f"{len(req.captions) * req.n} (use JSON)")
         tokens, lengths, dropped = tokenize(w, req.captions)
-        job = Job("generate", tokens, lengths, req.seed, n=req.n, truncation=req.truncation)
-        x = await run_job(w, job)
+        pipe = w.pipe
+        stages = req.return_stages and len(pipe.stage_sizes) > 1
+        attention = req.return_attention and pipe.attends_words
+        job = Job("generate", tokens, lengths, req.seed, n=req.n, truncation=req.truncation, captions=req.captions,
+                  stages=stages and not png, attention=attention and not png)
+        res = await run_job(w, job)
         if png:
-            data = await run_in_threadpool(encode_png, x[0])
+            data = await run_in_threadpool(encode_png, res.images[0])
             headers = {"X-Seed": str(req.seed), "X-Model": w.name}
             if dropped:
                 headers["X-Dropped-Words"] = ",".join(dropped)[:500].encode("ascii", "replace").decode()
             return Response(data, media_type="image/png", headers=headers)
-        b64 = await run_in_threadpool(encode_all, x)
-        images = [Image(caption_index=i // req.n, index=i % req.n, png_base64=b) for i, b in enumerate(b64)]
-        notes = []
-        if req.return_stages or req.return_attention:
-            notes.append(NO_EXTRAS.get(w.pipe.family, f"{w.pipe.family} returns no stages or attention maps"))
+        def image_list(x: torch.Tensor) -> list[Image]:
+            return [Image(caption_index=i // req.n, index=i % req.n, png_base64=b) for i, b in enumerate(encode_all(x))]
+
+        images = await run_in_threadpool(image_list, res.images)
+        stage_images = [await run_in_threadpool(image_list, x) for x in res.stages]
+        words = job.words(pipe)
+        maps = await run_in_threadpool(encode_attention, res, words, req.n, pipe.stage_sizes) if attention else []
+        notes = extras_notes(pipe, req.return_stages, req.return_attention)
         if dropped:
             notes.append("words not in the model's vocabulary were ignored: " + ", ".join(dropped))
-        return GenerateResponse(model=w.name, family=w.pipe.family, image_size=w.pipe.image_size, seed=req.seed,
-                                n=req.n, captions=req.captions, images=images, dropped_words=dropped, stages=[],
-                                attention=[], notes=notes, timing_ms=timing(t0, job))
+        return GenerateResponse(model=w.name, family=pipe.family, image_size=pipe.image_size, seed=req.seed,
+                                n=req.n, captions=req.captions, images=images, dropped_words=dropped,
+                                stage_sizes=pipe.stage_sizes, stages=stage_images, words=words, attention=maps,
+                                notes=notes, timing_ms=timing(t0, job))
 
     @app.post("/v1/interpolate", response_model=InterpolateResponse, dependencies=[Depends(auth)],
               responses={c: err[c] for c in (401, 404, 413, 422, 503, 504)},
-              summary="a row of images moving from caption A to caption B (same noise, mixed sentence vectors)")
+              summary="a row of images moving from caption A to caption B (same noise, mixed text encodings)")
     async def interpolate(req: InterpolateRequest):
         t0 = time.perf_counter()
         w = worker_for(req.model)
         check_caption(0, req.caption_a)
         check_caption(1, req.caption_b)
         tokens, lengths, dropped = tokenize(w, [req.caption_a, req.caption_b])
-        job = Job("interpolate", tokens, lengths, req.seed, steps=req.steps, truncation=req.truncation)
-        x = await run_job(w, job)
-        b64 = await run_in_threadpool(encode_all, x)
+        job = Job("interpolate", tokens, lengths, req.seed, steps=req.steps, truncation=req.truncation,
+                  captions=[req.caption_a, req.caption_b])
+        res = await run_job(w, job)
+        b64 = await run_in_threadpool(encode_all, res.images)
         alphas = [round(i / (req.steps - 1), 6) for i in range(req.steps)]
         return InterpolateResponse(model=w.name, family=w.pipe.family, image_size=w.pipe.image_size, seed=req.seed,
                                    caption_a=req.caption_a, caption_b=req.caption_b, alphas=alphas,

@@ -325,7 +325,8 @@ def cmd_demo(a) -> None:
                                  "train.threads=0", "train.ckpt_every=0"]),
         # the CPU preset of configs/dfgan_synth64.yaml: widths 16, DAMSM loss on G, batch 16, lr_g 4e-4
         ("dfgan", out / "dfgan", [f"train.max_minutes={a.minutes}", "train.max_steps=1000000", "model.ngf=16",
-                                 "model.ndf=16", f"text_encoder={out / 'damsm'}", "loss.damsm_lambda=2.0",
+                                 "model.ndf=16", f"text_encoder={out / 'damsm'}", "loss.damsm_lambda=5.0",
+                                 "loss.damsm_decay_steps=2000", "loss.damsm_lambda_end=2.0",
                                  "train.batch_size=16", "optim.lr_g=4e-4", "train.sample_every=100",
                                  "train.ckpt_every=200"]),
     ]

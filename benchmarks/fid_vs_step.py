@@ -1,7 +1,7 @@
 """FID-SF of DF-GAN snapshots against training steps, beside the real-vs-real floor.
 
     OMP_NUM_THREADS=1 nice -n 19 python benchmarks/fid_vs_step.py \
-        --runs runs/dfgan_synth64 runs/dfgan_synth64_ext --evaluator runs/evaluator_synth64 \
+        --runs runs/dfgan_synth64 --evaluator runs/evaluator_synth64 \
         --data-root data/synthflowers64 --n-samples 1000
 
 Scores every ``snapshots/step_*`` and the final ``pipeline/`` of the given runs (later runs
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--runs", nargs="+", default=["runs/dfgan_synth64", "runs/dfgan_synth64_ext"])
+    p.add_argument("--runs", nargs="+", default=["runs/dfgan_synth64"])
     p.add_argument("--evaluator", default="runs/evaluator_synth64")
     p.add_argument("--data-root", default="data/synthflowers64")
     p.add_argument("--n-samples", type=int, default=1000)
@@ -83,7 +83,7 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     ax.plot([r["step"] for r in rows], [r["fid_sf"] for r in rows], marker="o", label="DF-GAN (EMA generator)")
     ax.axhline(floor["fid_sf_real_train_vs_test"], color="g", ls="--", label="real train vs real test")
-    ax.set_xlabel("training step (batch 32)")
+    ax.set_xlabel("training step")
     ax.set_ylabel(f"FID-SF (test, {a.n_samples} samples)")
     ax.set_yscale("log")
     ax.set_title("SynthFlowers-64: FID-SF falls as DF-GAN trains", fontsize=10)

@@ -32,13 +32,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server_url(tiny_dfgan):
-    uvicorn = pytest.importorskip("uvicorn")
-    from t2igan.serve.app import Settings, create_app
-
-    model = os.environ.get("T2IGAN_SERVE_MODEL") or str(tiny_dfgan)
-    app = create_app({Path(model).name: model, "tiny": str(tiny_dfgan)}, Settings())
+def serve_in_thread(uvicorn, app):
+    """Run ``app`` under uvicorn in a daemon thread; yield its URL, then stop it and close the app."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -52,6 +47,16 @@ def server_url(tiny_dfgan):
     server.should_exit = True
     thread.join(10)
     app.state.close()
+
+
+@pytest.fixture
+def server_url(tiny_dfgan):
+    uvicorn = pytest.importorskip("uvicorn")
+    from t2igan.serve.app import Settings, create_app
+
+    model = os.environ.get("T2IGAN_SERVE_MODEL") or str(tiny_dfgan)
+    app = create_app({Path(model).name: model, "tiny": str(tiny_dfgan)}, Settings())
+    yield from serve_in_thread(uvicorn, app)
 
 
 def test_page_generates_images(server_url, tmp_path):
@@ -119,19 +124,7 @@ def mirrorgan_url(tiny_damsm, tmp_path):
 
     dirs = build_family_dirs(tiny_damsm, tmp_path)
     app = create_app({"mirror": dirs["mirrorgan"], "stack1": dirs["stackgan_stage1"]}, Settings())
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    app.state.close()
+    yield from serve_in_thread(uvicorn, app)
 
 
 def test_page_shows_stages_and_attention(mirrorgan_url):

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from t2igan import T2IError
+from t2igan.train.checkpoint import read_json
 
 ENV_VAR = "T2IGAN_CLIP_WEIGHTS"
 HELP = (f"give a local Hugging Face CLIP folder (config.json, model.safetensors or pytorch_model.bin, tokenizer and "
@@ -85,6 +86,14 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.float().clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
+def _read_json(path: Path) -> dict:
+    """A JSON object from ``path``; anything else is a one-line T2IError that says how to give CLIP weights."""
+    try:
+        return read_json(path)
+    except T2IError as e:
+        raise T2IError(f"{e}; {HELP}") from None
+
+
 class CLIPScorer:
     """A Hugging Face CLIP model and processor, loaded strictly from a local folder."""
 
@@ -103,13 +112,9 @@ class CLIPScorer:
         cfg_path = d / "config.json"
         if not cfg_path.is_file():
             raise T2IError(f"{d} has no config.json: not a Hugging Face CLIP folder ({HELP})")
-        try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            raise T2IError(f"{cfg_path}: not valid JSON ({e.__class__.__name__}); {HELP}") from None
-        if not isinstance(cfg, dict) or cfg.get("model_type") != "clip":
-            mt = cfg.get("model_type") if isinstance(cfg, dict) else None
-            raise T2IError(f"{cfg_path}: model_type is {mt!r}, not 'clip': not a CLIP model ({HELP})")
+        cfg = _read_json(cfg_path)
+        if cfg.get("model_type") != "clip":
+            raise T2IError(f"{cfg_path}: model_type is {cfg.get('model_type')!r}, not 'clip': not a CLIP model ({HELP})")
         present = [f for f in WEIGHT_FILES if (d / f).is_file()]
         if not present:
             raise T2IError(f"{d}: no model.safetensors / pytorch_model.bin: no CLIP weights ({HELP})")
@@ -143,7 +148,7 @@ class CLIPScorer:
                            f"{HELP}")
         files = [f for f in present if not f.endswith(".index.json")][:1]  # the one transformers reads
         if not files:  # sharded: every shard named in the index
-            index = json.loads((d / present[0]).read_text(encoding="utf-8"))
+            index = _read_json(d / present[0])
             files = sorted(set(index.get("weight_map", {}).values()))
         digests = [_sha256(d / f) for f in files]
         sha = digests[0] if len(digests) == 1 else hashlib.sha256(b"".join(bytes.fromhex(x) for x in digests)).hexdigest()

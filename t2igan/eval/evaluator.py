@@ -147,14 +147,12 @@ class AttributeEvaluator(nn.Module):
         for p in (cfg_path, w_path):
             if not p.is_file():
                 raise T2IError(f"evaluator directory {d} has no {p.name} ({TRAIN_HINT})")
-        try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            raise T2IError(f"{cfg_path}: not valid JSON ({e.__class__.__name__})") from None
+        from t2igan.train.checkpoint import read_json
+
+        cfg = read_json(cfg_path)
         keys = {"attribute_values", "width", "feature_dim", "image_size"}
-        if not isinstance(cfg, dict) or set(cfg) != keys:
-            got = sorted(cfg) if isinstance(cfg, dict) else type(cfg).__name__
-            raise T2IError(f"{cfg_path}: expected keys {sorted(keys)}, got {got}")
+        if set(cfg) != keys:
+            raise T2IError(f"{cfg_path}: expected keys {sorted(keys)}, got {sorted(cfg)}")
         try:
             model = cls(**cfg)
         except (TypeError, ValueError, AttributeError) as e:

@@ -4,7 +4,9 @@
 
 For every run folder: the family and image size (``pipeline/model_index.json``), generator
 parameters (the saved pipeline), training minutes, steps and images/s
-(``train_summary.json``), and attribute accuracy / FID-SF on test and novel from
+(``train_summary.json``), the minutes of the runs it was trained on (StackGAN stage II's
+frozen stage I ``model.stage1``, MirrorGAN's STREAM captioner ``stream``; the pretrained DAMSM
+encoder every family shares is not counted), and attribute accuracy / FID-SF on test and novel from
 ``eval/metrics.json`` (``t2igan eval RUN``, run beforehand). Nothing is trained or evaluated
 here. Writes ``benchmarks/results/families_quality.json`` and prints a markdown table.
 """
@@ -19,6 +21,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def _minutes(run: Path) -> float:
+    summary = json.loads((run / "train_summary.json").read_text())
+    return round(sum(r["wall_seconds"] for r in summary.get("runs", [summary])) / 60, 1)
+
+
+def prerequisites(run: Path) -> dict[str, float]:
+    """Training minutes of the runs this run builds on (from its saved config.yaml)."""
+    import yaml
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    found = {}
+    for key, value in (("model.stage1", (cfg.get("model") or {}).get("stage1")), ("stream", cfg.get("stream"))):
+        if value:
+            found[key] = {"run": value, "train_minutes": _minutes(Path(value))}
+    return found
+
+
 def row(run: Path) -> dict:
     from t2igan.pipeline import Pipeline
 
@@ -26,10 +45,10 @@ def row(run: Path) -> dict:
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     index = json.loads((run / "pipeline" / "model_index.json").read_text())
     pipe = Pipeline.from_pretrained(run / "pipeline")
-    runs = summary.get("runs", [summary])
     out = {"run": str(run), "family": index.get("family"), "image_size": pipe.image_size,
            "generator_params": sum(p.numel() for p in pipe.generator.parameters()),
-           "train_minutes": round(sum(r["wall_seconds"] for r in runs) / 60, 1), "steps": summary["step"],
+           "train_minutes": _minutes(run), "steps": summary["step"],
+           "prerequisites": prerequisites(run),
            "batch_size": summary["batch_size"], "threads": summary["threads"],
            "images_per_s": summary["images_per_s"], "eval_samples_per_split": None, "splits": {}}
     for split, s in metrics["splits"].items():
@@ -55,14 +74,16 @@ def main() -> None:
     Path(a.out).write_text(json.dumps({"benchmark": "model families on SynthFlowers-64 (t2igan eval, evaluator "
                                                     "feature space)", "machine": describe(), "rows": rows},
                                       indent=2) + "\n")
-    print("| family | size | G params | train min | img/s | test petal | test centre | test all-named | "
+    print("| family | size | G params | train min (+ prerequisite) | img/s | test petal | test centre | test all-named | "
           "test FID-SF | novel petal | novel centre | novel FID-SF |")
     print("|---" * 12 + "|")
     for r in rows:
         t, n = r["splits"].get("test", {}), r["splits"].get("novel", {})
         pct = lambda d, k: f"{100 * d[k]:.1f}%" if k in d else "–"  # noqa: E731
         fid = lambda d: f"{d['fid_sf']:.1f}" if d.get("fid_sf") is not None else "–"  # noqa: E731
-        print(f"| {r['family']} | {r['image_size']} | {r['generator_params'] / 1e6:.2f}M | {r['train_minutes']} | "
+        pre = sum(v["train_minutes"] for v in r["prerequisites"].values())
+        minutes = f"{r['train_minutes']} (+ {pre})" if pre else f"{r['train_minutes']}"
+        print(f"| {r['family']} | {r['image_size']} | {r['generator_params'] / 1e6:.2f}M | {minutes} | "
               f"{r['images_per_s']} | {pct(t, 'petal_colour')} | {pct(t, 'centre_colour')} | {pct(t, 'all_named')} | "
               f"{fid(t)} | {pct(n, 'petal_colour')} | {pct(n, 'centre_colour')} | {fid(n)} |")
     print(f"wrote {a.out}")

@@ -29,7 +29,8 @@ B, T_DIM, T = 3, 16, 5  # batch, sentence/word width, words per caption
 
 def _inputs(nz: int, n_eps: int):
     g = torch.Generator().manual_seed(1)
-    z, sent, eps = torch.randn(B, nz, generator=g), torch.randn(B, T_DIM, generator=g), torch.randn(B, n_eps, generator=g)
+    z, sent = torch.randn(B, nz, generator=g), torch.randn(B, T_DIM, generator=g)
+    eps = torch.randn(B, n_eps, generator=g)
     words = torch.randn(B, T_DIM, T, generator=g)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]]).bool()  # padding on two captions
     return z, sent, eps, words, mask

@@ -25,59 +25,36 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from t2igan.models.blocks import (CA_NET, GET_IMAGE_G, INIT_STAGE_G, GenOutput, GlobalAttentionGeneral, ImageCode,
-                                  ResBlockGLU, block3x3_leaky, tree_upsamplings, up_block_glu)
+from t2igan.models.blocks import GlobalAttentionGeneral, ImageCode, NextStageTrunk, TreeGenerator, block3x3_leaky
 
 
-class NEXT_STAGE_G(nn.Module):  # noqa: N801
+class NEXT_STAGE_G(NextStageTrunk, nn.Module):  # noqa: N801
     """Word attention -> ``cat(h, word context)`` -> residual blocks -> 2x upsample (width ngf)."""
 
     def __init__(self, ngf: int, nef: int, ncf: int, num_residual: int = 2):
         super().__init__()
         self.att = GlobalAttentionGeneral(ngf, nef)
-        self.residual = nn.Sequential(*[ResBlockGLU(ngf * 2) for _ in range(num_residual)])
-        self.upsample = up_block_glu(ngf * 2, ngf)
+        self.build_trunk(ngf * 2, num_residual)
 
     def forward(self, h_code, c_code, word_embs, mask):
         c, att = self.att(h_code, word_embs, mask)
-        return self.upsample(self.residual(torch.cat((h_code, c), 1))), att
+        return self.trunk(torch.cat((h_code, c), 1)), att
 
 
-class G_NET(nn.Module):  # noqa: N801
+class G_NET(TreeGenerator):  # noqa: N801
     """``run(noise, sent, words [B, nef, T], mask [B, T], eps=None) -> GenOutput(images,
-    attention per attended stage [B, T, h, w], mu, logvar)``."""
+    attention per attended stage [B, T, h, w], mu, logvar)``; every branch has width ``gf_dim``."""
 
-    next_stage = NEXT_STAGE_G
+    attends_words = True
+    next_stage = NEXT_STAGE_G  # MirrorGAN swaps in its GLAM stage
 
     def __init__(self, t_dim: int = 256, c_dim: int = 100, nz: int = 100, gf_dim: int = 32, r_num: int = 2,
                  branch_num: int = 3, base_size: int = 64):
-        super().__init__()
-        self.config = dict(t_dim=t_dim, c_dim=c_dim, nz=nz, gf_dim=gf_dim, r_num=r_num, branch_num=branch_num,
-                           base_size=base_size)
-        n_up = tree_upsamplings(branch_num, base_size)
-        self.nz, self.c_dim, self.eps_dims, self.branch_num = nz, c_dim, (c_dim,), branch_num
-        self.imsize = base_size * 2 ** (branch_num - 1)
-        self.ca_net = CA_NET(t_dim, c_dim, glu=True)
-        self.h_net1 = INIT_STAGE_G(gf_dim * 2 ** n_up, nz + c_dim, n_up)  # official: ngf * 16
-        self.img_net1 = GET_IMAGE_G(gf_dim)
-        for k in range(2, branch_num + 1):
-            self.add_module(f"h_net{k}", self.next_stage(gf_dim, t_dim, c_dim, r_num))
-            self.add_module(f"img_net{k}", GET_IMAGE_G(gf_dim))
+        super().__init__(t_dim, c_dim, nz, gf_dim, r_num, branch_num, base_size)
 
-    def run(self, noise, sent, words=None, mask=None, eps=None) -> GenOutput:
-        if self.branch_num > 1 and words is None:
-            raise ValueError("this generator attends over words: pass words [B, nef, T] and mask [B, T]")
-        c_code, mu, logvar = self.ca_net(sent, eps)
-        h = self.h_net1(noise, c_code)
-        images, maps = [self.img_net1(h)], []
-        for k in range(2, self.branch_num + 1):
-            h, att = getattr(self, f"h_net{k}")(h, c_code, words, mask)
-            images.append(getattr(self, f"img_net{k}")(h))
-            maps.append(att)
-        return GenOutput(images=images, attention=maps, mu=mu, logvar=logvar)
-
-    def forward(self, noise, sent, words=None, mask=None):
-        return self.run(noise, sent, words, mask).images[-1]
+    def make_stage(self, k: int) -> tuple[nn.Module, int]:
+        cfg = self.config
+        return self.next_stage(cfg["gf_dim"], cfg["t_dim"], cfg["c_dim"], cfg["r_num"]), cfg["gf_dim"]
 
 
 class D_GET_LOGITS(nn.Module):  # noqa: N801

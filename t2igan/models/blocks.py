@@ -265,30 +265,111 @@ class ImageCode(nn.Module):
         return h
 
 
+def to_rgb(ngf: int) -> nn.Sequential:
+    """Features -> RGB in [-1, 1]: conv3x3 to 3 channels, Tanh (the official ``img``)."""
+    return nn.Sequential(conv3x3(ngf, 3), nn.Tanh())
+
+
 class GET_IMAGE_G(nn.Module):  # noqa: N801 - official name
     """Features -> RGB image in [-1, 1] (``img``: conv3x3, Tanh)."""
 
     def __init__(self, ngf: int):
         super().__init__()
-        self.img = nn.Sequential(conv3x3(ngf, 3), nn.Tanh())
+        self.img = to_rgb(ngf)
 
     def forward(self, h_code):
         return self.img(h_code)
 
 
-class INIT_STAGE_G(nn.Module):  # noqa: N801 - official name
+class Upsamplings:
+    """Mixin for a chain of 2x up-blocks with the official names ``upsample1..n`` (StackGAN v1
+    stage I and II, StackGAN++/AttnGAN ``INIT_STAGE_G``). ``chs``: widths from input to output."""
+
+    def build_upsamplings(self, chs: list[int], block) -> None:
+        self.n_up = len(chs) - 1
+        for i in range(self.n_up):
+            self.add_module(f"upsample{i + 1}", block(chs[i], chs[i + 1]))
+
+    def upsamplings(self, h: torch.Tensor) -> torch.Tensor:
+        for i in range(self.n_up):
+            h = getattr(self, f"upsample{i + 1}")(h)
+        return h
+
+
+class INIT_STAGE_G(Upsamplings, nn.Module):  # noqa: N801 - official name
     """First StackGAN++/AttnGAN stage: ``cat(c_code, z)`` -> fc (GLU) -> 4x4 -> upsample1..n.
     ``ngf`` is the width at 4x4; the output has ``ngf / 2**n`` channels at ``4 * 2**n``."""
 
     def __init__(self, ngf: int, in_dim: int, n_up: int = 4):
         super().__init__()
-        self.gf_dim, self.n_up = ngf, n_up
+        self.gf_dim = ngf
         self.fc = nn.Sequential(nn.Linear(in_dim, ngf * 4 * 4 * 2, bias=False), nn.BatchNorm1d(ngf * 4 * 4 * 2), GLU())
-        for i in range(n_up):
-            self.add_module(f"upsample{i + 1}", up_block_glu(ngf // 2 ** i, ngf // 2 ** (i + 1)))
+        self.build_upsamplings([ngf // 2 ** i for i in range(n_up + 1)], up_block_glu)
 
     def forward(self, z_code, c_code):
-        h = self.fc(torch.cat((c_code, z_code), 1)).view(-1, self.gf_dim, 4, 4)
-        for i in range(self.n_up):
-            h = getattr(self, f"upsample{i + 1}")(h)
-        return h
+        return self.upsamplings(self.fc(torch.cat((c_code, z_code), 1)).view(-1, self.gf_dim, 4, 4))
+
+
+class NextStageTrunk:
+    """Mixin for the StackGAN++/AttnGAN/MirrorGAN ``NEXT_STAGE_G``: after a family's own joining
+    of the condition (joint conv, word attention, GLAM), ``residual`` (``num_residual`` GLU
+    residual blocks at ``width``) and ``upsample`` (2x, to ``width / 2``)."""
+
+    def build_trunk(self, width: int, num_residual: int) -> None:
+        self.residual = nn.Sequential(*[ResBlockGLU(width) for _ in range(num_residual)])
+        self.upsample = up_block_glu(width, width // 2)
+
+    def trunk(self, h: torch.Tensor) -> torch.Tensor:
+        return self.upsample(self.residual(h))
+
+
+class TreeGenerator(nn.Module):
+    """The StackGAN++/AttnGAN/MirrorGAN ``G_NET`` tree: ``ca_net`` (conditioning augmentation,
+    GLU), ``h_net1`` (``INIT_STAGE_G``: noise + condition -> ``base_size`` at ``gf_dim``
+    channels), ``img_net1``, then for every further branch k = 2..``branch_num`` a family's
+    ``NEXT_STAGE_G`` as ``h_net{k}`` (from :meth:`make_stage`, doubling the size) and
+    ``img_net{k}``. ``run(noise, sent, words, mask, eps=None) -> GenOutput``.
+
+    ``attends_words``: the later stages are called ``(h, c_code, words, mask) -> (h, attention)``
+    (AttnGAN, MirrorGAN) instead of ``(h, c_code) -> h`` (StackGAN++).
+    """
+
+    attends_words = False
+
+    def __init__(self, t_dim: int, c_dim: int, nz: int, gf_dim: int, r_num: int, branch_num: int, base_size: int):
+        super().__init__()
+        self.config = dict(t_dim=t_dim, c_dim=c_dim, nz=nz, gf_dim=gf_dim, r_num=r_num, branch_num=branch_num,
+                           base_size=base_size)
+        n_up = tree_upsamplings(branch_num, base_size)
+        self.nz, self.c_dim, self.eps_dims, self.branch_num = nz, c_dim, (c_dim,), branch_num
+        self.imsize = base_size * 2 ** (branch_num - 1)
+        self.ca_net = CA_NET(t_dim, c_dim, glu=True)
+        self.h_net1 = INIT_STAGE_G(gf_dim * 2 ** n_up, nz + c_dim, n_up)  # official (64 px): gf_dim * 16
+        self.img_net1 = GET_IMAGE_G(gf_dim)
+        for k in range(2, branch_num + 1):
+            stage, width = self.make_stage(k)
+            self.add_module(f"h_net{k}", stage)
+            self.add_module(f"img_net{k}", GET_IMAGE_G(width))
+
+    def make_stage(self, k: int) -> tuple[nn.Module, int]:
+        """Branch ``k``'s (>= 2) ``NEXT_STAGE_G`` built from ``self.config``, and its output width."""
+        raise NotImplementedError
+
+    def run(self, noise, sent, words=None, mask=None, eps=None) -> GenOutput:
+        if self.attends_words and self.branch_num > 1 and words is None:
+            raise ValueError("this generator attends over words: pass words [B, nef, T] and mask [B, T]")
+        c_code, mu, logvar = self.ca_net(sent, eps)
+        h = self.h_net1(noise, c_code)
+        images, maps = [self.img_net1(h)], []
+        for k in range(2, self.branch_num + 1):
+            stage = getattr(self, f"h_net{k}")
+            if self.attends_words:
+                h, att = stage(h, c_code, words, mask)
+                maps.append(att)
+            else:
+                h = stage(h, c_code)
+            images.append(getattr(self, f"img_net{k}")(h))
+        return GenOutput(images=images, attention=maps, mu=mu, logvar=logvar)
+
+    def forward(self, noise, sent, words=None, mask=None):
+        return self.run(noise, sent, words, mask).images[-1]

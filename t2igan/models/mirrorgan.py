@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from t2igan.models import attngan
-from t2igan.models.blocks import ResBlockGLU, conv1x1, masked_word_softmax, up_block_glu
+from t2igan.models.blocks import NextStageTrunk, conv1x1, masked_word_softmax
 
 
 class GLAttentionGeneral(nn.Module):
@@ -50,18 +50,19 @@ class GLAttentionGeneral(nn.Module):
         return weighted, s * sent_att, attn.reshape(B, -1, ih, iw), sent_att
 
 
-class NEXT_STAGE_G(nn.Module):  # noqa: N801
+class NEXT_STAGE_G(NextStageTrunk, nn.Module):  # noqa: N801
+    """GLAM -> 1x1 ``conv`` of ``cat(h, word context, weighted sentence)`` -> residual blocks ->
+    2x upsample (width ngf)."""
+
     def __init__(self, ngf: int, nef: int, ncf: int, num_residual: int = 2):
         super().__init__()
         self.att = GLAttentionGeneral(ngf, nef, ncf)
-        self.residual = nn.Sequential(*[ResBlockGLU(ngf * 2) for _ in range(num_residual)])
-        self.upsample = up_block_glu(ngf * 2, ngf)
-        self.conv = conv1x1(ngf * 3, ngf * 2)
+        self.build_trunk(ngf * 2, num_residual)
+        self.conv = conv1x1(ngf * 3, ngf * 2)  # after the trunk: key order and seeded init kept
 
     def forward(self, h_code, c_code, word_embs, mask):
         c, ws, att, _ = self.att(h_code, c_code, word_embs, mask)
-        h = self.conv(torch.cat((h_code, c, ws), 1))
-        return self.upsample(self.residual(h)), att
+        return self.trunk(self.conv(torch.cat((h_code, c, ws), 1))), att
 
 
 class G_NET(attngan.G_NET):  # noqa: N801

@@ -18,8 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from t2igan.models.blocks import (CA_NET, GenOutput, ResBlockReLU, conv3x3, log2_int,
-                                  up_block_relu)
+from t2igan.models.blocks import CA_NET, GenOutput, ResBlockReLU, Upsamplings, conv3x3, log2_int, to_rgb, up_block_relu
 
 
 class D_GET_LOGITS(nn.Module):  # noqa: N801 - official name
@@ -59,7 +58,7 @@ def _encode_img(ndf: int, imsize: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class STAGE1_G(nn.Module):  # noqa: N801
+class STAGE1_G(Upsamplings, nn.Module):  # noqa: N801
     """Stage-I generator: ``run(noise, sent, eps=None) -> GenOutput([image], mu, logvar)``."""
 
     def __init__(self, t_dim: int = 1024, c_dim: int = 128, nz: int = 100, gf_dim: int = 128, imsize: int = 64):
@@ -73,16 +72,12 @@ class STAGE1_G(nn.Module):  # noqa: N801
         self.ca_net = CA_NET(t_dim, c_dim, glu=False)
         self.fc = nn.Sequential(nn.Linear(nz + c_dim, ngf * 4 * 4, bias=False), nn.BatchNorm1d(ngf * 4 * 4), nn.ReLU(True))
         chs = [ngf // 2 ** i for i in range(n_up + 1)]
-        for i in range(n_up):
-            self.add_module(f"upsample{i + 1}", up_block_relu(chs[i], chs[i + 1]))
-        self.n_up = n_up
-        self.img = nn.Sequential(conv3x3(chs[-1], 3), nn.Tanh())
+        self.build_upsamplings(chs, up_block_relu)
+        self.img = to_rgb(chs[-1])
 
     def run(self, noise, sent, words=None, mask=None, eps=None) -> GenOutput:
         c_code, mu, logvar = self.ca_net(sent, eps)
-        h = self.fc(torch.cat((noise, c_code), 1)).view(-1, self.gf_dim, 4, 4)
-        for i in range(self.n_up):
-            h = getattr(self, f"upsample{i + 1}")(h)
+        h = self.upsamplings(self.fc(torch.cat((noise, c_code), 1)).view(-1, self.gf_dim, 4, 4))
         return GenOutput(images=[self.img(h)], mu=mu, logvar=logvar)
 
     def forward(self, noise, sent, words=None, mask=None):
@@ -100,7 +95,7 @@ class STAGE1_D(nn.Module):  # noqa: N801
         return self.encode_img(image)
 
 
-class STAGE2_G(nn.Module):  # noqa: N801
+class STAGE2_G(Upsamplings, nn.Module):  # noqa: N801
     """Stage-II generator; holds the frozen stage-I generator as ``STAGE1_G`` (as the official
     code does), which always stays in eval mode and takes no gradient.
 
@@ -127,10 +122,8 @@ class STAGE2_G(nn.Module):  # noqa: N801
         self.hr_joint = nn.Sequential(conv3x3(c_dim + ngf * 4, ngf * 4), nn.BatchNorm2d(ngf * 4), nn.ReLU(True))
         self.residual = nn.Sequential(*[ResBlockReLU(ngf * 4) for _ in range(r_num)])
         chs = [ngf * 4 // 2 ** i for i in range(n_up + 1)]  # 256: 4ngf, 2ngf, ngf, ngf/2, ngf/4
-        for i in range(n_up):
-            self.add_module(f"upsample{i + 1}", up_block_relu(chs[i], chs[i + 1]))
-        self.n_up = n_up
-        self.img = nn.Sequential(conv3x3(chs[-1], 3), nn.Tanh())
+        self.build_upsamplings(chs, up_block_relu)
+        self.img = to_rgb(chs[-1])
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -146,9 +139,7 @@ class STAGE2_G(nn.Module):  # noqa: N801
         encoded = self.encoder(stage1_img)
         c_code, mu, logvar = self.ca_net(sent, eps2)
         c = c_code.view(-1, self.ef_dim, 1, 1).expand(-1, -1, encoded.size(2), encoded.size(3))
-        h = self.residual(self.hr_joint(torch.cat((encoded, c), 1)))
-        for i in range(self.n_up):
-            h = getattr(self, f"upsample{i + 1}")(h)
+        h = self.upsamplings(self.residual(self.hr_joint(torch.cat((encoded, c), 1))))
         return GenOutput(images=[stage1_img, self.img(h)], mu=mu, logvar=logvar)
 
     @property

@@ -25,55 +25,34 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from t2igan.models.blocks import (CA_NET, GET_IMAGE_G, INIT_STAGE_G, GenOutput, ImageCode, ResBlockGLU,
-                                  block3x3_glu, block3x3_leaky, tree_upsamplings, up_block_glu)
+from t2igan.models.blocks import ImageCode, NextStageTrunk, TreeGenerator, block3x3_glu, block3x3_leaky
 
 
-class NEXT_STAGE_G(nn.Module):  # noqa: N801
+class NEXT_STAGE_G(NextStageTrunk, nn.Module):  # noqa: N801
     """``cat(c_code replicated, h)`` -> jointConv (GLU) -> residual blocks -> 2x upsample to ngf/2."""
 
     def __init__(self, ngf: int, efg: int, num_residual: int = 2):
         super().__init__()
         self.ef_dim = efg
         self.jointConv = block3x3_glu(ngf + efg, ngf)
-        self.residual = nn.Sequential(*[ResBlockGLU(ngf) for _ in range(num_residual)])
-        self.upsample = up_block_glu(ngf, ngf // 2)
+        self.build_trunk(ngf, num_residual)
 
     def forward(self, h_code, c_code):
         c = c_code.view(-1, self.ef_dim, 1, 1).expand(-1, -1, h_code.size(2), h_code.size(3))
-        return self.upsample(self.residual(self.jointConv(torch.cat((c, h_code), 1))))
+        return self.trunk(self.jointConv(torch.cat((c, h_code), 1)))
 
 
-class G_NET(nn.Module):  # noqa: N801
-    """``run(noise, sent, eps=None) -> GenOutput(images per branch, mu, logvar)``."""
+class G_NET(TreeGenerator):  # noqa: N801
+    """``run(noise, sent, eps=None) -> GenOutput(images per branch, mu, logvar)``; every later
+    branch halves the width (``gf_dim / 2**(k - 2)`` into branch k)."""
 
     def __init__(self, t_dim: int = 1024, c_dim: int = 128, nz: int = 100, gf_dim: int = 64, r_num: int = 2,
                  branch_num: int = 3, base_size: int = 64):
-        super().__init__()
-        self.config = dict(t_dim=t_dim, c_dim=c_dim, nz=nz, gf_dim=gf_dim, r_num=r_num, branch_num=branch_num,
-                           base_size=base_size)
-        n_up = tree_upsamplings(branch_num, base_size)
-        self.nz, self.c_dim, self.eps_dims, self.branch_num = nz, c_dim, (c_dim,), branch_num
-        self.imsize = base_size * 2 ** (branch_num - 1)
-        self.ca_net = CA_NET(t_dim, c_dim, glu=True)
-        self.h_net1 = INIT_STAGE_G(gf_dim * 2 ** n_up, nz + c_dim, n_up)  # official: gf_dim * 16
-        self.img_net1 = GET_IMAGE_G(gf_dim)
-        for k in range(2, branch_num + 1):
-            ngf = gf_dim // 2 ** (k - 2)
-            self.add_module(f"h_net{k}", NEXT_STAGE_G(ngf, c_dim, r_num))
-            self.add_module(f"img_net{k}", GET_IMAGE_G(ngf // 2))
+        super().__init__(t_dim, c_dim, nz, gf_dim, r_num, branch_num, base_size)
 
-    def run(self, noise, sent, words=None, mask=None, eps=None) -> GenOutput:
-        c_code, mu, logvar = self.ca_net(sent, eps)
-        h = self.h_net1(noise, c_code)
-        images = [self.img_net1(h)]
-        for k in range(2, self.branch_num + 1):
-            h = getattr(self, f"h_net{k}")(h, c_code)
-            images.append(getattr(self, f"img_net{k}")(h))
-        return GenOutput(images=images, mu=mu, logvar=logvar)
-
-    def forward(self, noise, sent, words=None, mask=None):
-        return self.run(noise, sent).images[-1]
+    def make_stage(self, k: int) -> tuple[nn.Module, int]:
+        ngf = self.config["gf_dim"] // 2 ** (k - 2)
+        return NEXT_STAGE_G(ngf, self.config["c_dim"], self.config["r_num"]), ngf // 2
 
 
 class D_NET(ImageCode, nn.Module):  # noqa: N801

@@ -180,6 +180,11 @@ def headline(res: dict) -> dict[str, float]:
                 out[f"{tag}: CLIP R-precision"] = g["clip_r_precision"]["mean"]
             if g.get("diversity"):
                 out[f"{tag}: diversity"] = g["diversity"]["mean"]
+            if g.get("retrieval"):
+                out[f"{tag}: NN hit@1"] = g["retrieval"]["hit@1"]
+                out[f"{tag}: NN hit@5"] = g["retrieval"]["hit@5"]
+                for k, v in g["retrieval"]["groups"].items():
+                    out[f"{tag}: NN same {k}@1"] = v["hit@1"]
             inc = sp.get("inception", {}).get(side)
             if inc:
                 out[f"{tag}: FID"] = inc["fid"]

@@ -12,6 +12,7 @@ from test_formats import _fake_emoji_tgz
 from t2igan import T2IError
 from t2igan.cli import main
 from t2igan.data.emoji import build_emoji_dataset, emoji_base
+from t2igan.eval.report import headline
 from t2igan.eval.retrieval import retrieval_hits
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -116,6 +117,9 @@ def test_eval_emoji_run(emoji_runs, capsys):
     assert "mean" in sp["generated"]["r_precision"]  # the run's text encoder is a DAMSM run
     assert "retrieval" in res["protocol"] and "chance@k = k / L" in res["protocol"]["retrieval"]
     assert "NN hit@1" in out and "NN category@1" in out and "chance level" in out
+    head = headline(res)  # the rows of `t2igan eval compare` and of the --eval-every history
+    assert head["test generated: NN hit@1"] == ret["hit@1"]
+    assert head["test generated: NN same base_emoji@1"] == ret["groups"]["base_emoji"]["hit@1"]
 
 
 def test_eval_emoji_bad_inputs(emoji_runs, tmp_path, capsys):

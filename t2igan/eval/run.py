@@ -751,7 +751,7 @@ def format_table(result: dict) -> str:
                 if k not in names:
                     names.append(k)
         for k in names:
-            row(f"NN {k[:9]}@1", ret("groups", k, "hit@1", chance=("groups", k, "chance")))
+            row(f"NN {k}@1", ret("groups", k, "hit@1", chance=("groups", k, "chance")))
     counts = "; ".join(f"{s}: {result['splits'][s]['n_samples']} samples, {result['splits'][s]['n_images']} real images, "
                        f"{result['splits'][s].get('n_train_reference', 0)} train reference" for s in splits)
     fe = result.get("feature_extractor") or {}

@@ -234,7 +234,7 @@ def cmd_eval(a) -> None:
         raise T2IError(f"unexpected arguments after the run folder: {' '.join(a.more)}")
     from t2igan.eval.run import evaluate_run, format_table
 
-    splits = tuple(s for s in a.splits.split(",") if s and s != "none")
+    splits = None if a.splits is None else tuple(s for s in a.splits.split(",") if s and s != "none")
     damsm = None if a.damsm == "none" else a.damsm
     res = evaluate_run(a.run, a.evaluator, n_samples=a.n_samples, splits=splits, seed=a.seed,
                        batch_size=a.batch_size, device=a.device, data_root=a.data_root, out=a.out,
@@ -428,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local Hugging Face CLIP folder for CLIP score / CLIP R-precision (or env T2IGAN_CLIP_WEIGHTS; "
                         "none: skip)")
     e.add_argument("--n-samples", type=int, default=5000)
-    e.add_argument("--splits", default="test,novel", help="dataset splits to score ('none': only --captions)")
+    e.add_argument("--splits", default=None, help="dataset splits to score (default: test,novel - novel only when "
+                   "the dataset has it; 'none': only --captions)")
     e.add_argument("--captions", action="append", metavar="FILE.jsonl|NAME",
                    help="also score a caption set (JSONL of caption, attributes, named[, id]); a bare NAME means "
                         "DATA_ROOT/NAME.jsonl, e.g. 'paraphrase' from `t2igan data paraphrase`; repeatable")

@@ -248,7 +248,8 @@ def _png(color, alpha=255) -> bytes:
     return buf.getvalue()
 
 
-def _fake_emoji_tgz(path, symlink=False):
+def _fake_emoji_tgz(path, symlink=False, extra=0):
+    """An emoji-datasource-google tarball in the npm layout: 3 emoji (+ ``extra`` more in 2 categories)."""
     entries = [
         {"name": "RED APPLE", "unified": "1F34E", "image": "1f34e.png", "short_names": ["apple"],
          "category": "Food & Drink", "subcategory": "food-fruit", "has_img_google": True},
@@ -268,6 +269,14 @@ def _fake_emoji_tgz(path, symlink=False):
         "../escape.txt": b"outside",
         "package/img/google/64/../../../../escape.png": _png((0, 0, 0)),
     }
+    for i in range(extra):
+        code = f"{0x1F900 + i:X}"
+        entries.append({"name": f"TEST ANIMAL {i}", "unified": code, "image": f"{code.lower()}.png",
+                        "short_names": [f"animal_{i}"], "category": ("Animals & Nature", "Objects")[i % 2],
+                        "subcategory": ("animal-mammal", "animal-bird", "tool")[i % 3], "has_img_google": True})
+        members[f"package/img/google/64/{code.lower()}.png"] = _png(((37 * i) % 256, (91 * i) % 256, (53 * i) % 256),
+                                                                    alpha=255 - (i % 4) * 40)
+    members["package/emoji.json"] = json.dumps(entries).encode()
     with tarfile.open(path, "w:gz") as tf:
         for name, data in members.items():
             info = tarfile.TarInfo(name)

@@ -50,6 +50,16 @@ def split_of(base_code: str) -> str:
     return "test" if int.from_bytes(h, "big") / 2 ** 64 < TEST_FRACTION else "train"
 
 
+def emoji_base(image_id: str) -> str:
+    """The base emoji of an image id: its code points without skin tones (1f3fb-1f3ff) and fe0f,
+    so every skin-tone variant of an emoji (and its fe0f spelling) shares one base."""
+    parts = [p for p in image_id.lower().split("-") if p not in _BASE_DROP]
+    return "-".join(parts) or image_id.lower()
+
+
+_BASE_DROP = {t.lower() for t in SKIN_TONES} | {"fe0f"}
+
+
 def _unique(seq):
     out = []
     for s in seq:

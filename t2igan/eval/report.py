@@ -180,6 +180,11 @@ def headline(res: dict) -> dict[str, float]:
                 out[f"{tag}: CLIP R-precision"] = g["clip_r_precision"]["mean"]
             if g.get("diversity"):
                 out[f"{tag}: diversity"] = g["diversity"]["mean"]
+            if g.get("retrieval"):
+                out[f"{tag}: NN hit@1"] = g["retrieval"]["hit@1"]
+                out[f"{tag}: NN hit@5"] = g["retrieval"]["hit@5"]
+                for k, v in g["retrieval"]["groups"].items():
+                    out[f"{tag}: NN same {k}@1"] = v["hit@1"]
             inc = sp.get("inception", {}).get(side)
             if inc:
                 out[f"{tag}: FID"] = inc["fid"]
@@ -207,10 +212,11 @@ def compare_runs(runs: list, out=None) -> dict:
     protocols = {r: {"n_samples": v.get("protocol", {}).get("n_samples"), "seed": v.get("protocol", {}).get("seed"),
                      "evaluator_sha256": (v.get("feature_extractor") or {}).get("weights_sha256"),
                      "inception_sha256": (v.get("inception") or {}).get("weights_sha256"),
-                     "clip_sha256": (v["clip"] if isinstance(v.get("clip"), dict) else {}).get("weights_sha256")}
+                     "clip_sha256": (v["clip"] if isinstance(v.get("clip"), dict) else {}).get("weights_sha256"),
+                     "damsm_sha256": (v.get("damsm") or {}).get("weights_sha256")}
                  for r, v in results.items()}
     warn = []
-    for field in ("n_samples", "evaluator_sha256", "inception_sha256", "clip_sha256"):
+    for field in ("n_samples", "evaluator_sha256", "inception_sha256", "clip_sha256", "damsm_sha256"):
         vals = {p[field] for p in protocols.values()}
         if len(vals) > 1:
             warn.append(f"runs differ in {field} ({', '.join(map(str, vals))}): their numbers are not comparable")
@@ -228,7 +234,8 @@ def compare_runs(runs: list, out=None) -> dict:
     md += [f"- {r}: " + ", ".join(f"{k}={v}" for k, v in p.items()) for r, p in protocols.items()]
     md += [f"- **warning**: {w}" for w in warn]
     plot = out.with_suffix(".png")
-    main = [k for k in keys if "generated" in k and any(m in k for m in ("all named", "FID-SF", "R-precision", ": FID"))]
+    main = [k for k in keys if "generated" in k and any(m in k for m in ("all named", "FID-SF", "R-precision", ": FID", "NN hit@1",
+                                                                          "NN same category@1"))]
     if main:
         plt = _plt()
         fig, axes = plt.subplots(1, len(main), figsize=(3.2 * len(main), 3), squeeze=False)

@@ -21,6 +21,8 @@ import torch
 from t2igan import T2IError
 from t2igan.eval.evaluator import TRAIN_HINT, AttributeEvaluator, weights_digest
 from t2igan.eval.metrics import EvaluatorFeatures, FeatureDistances, attribute_accuracy
+from t2igan.eval.retrieval import PROTOCOL as _RETRIEVAL_PROTOCOL
+from t2igan.eval.retrieval import retrieval_hits
 
 RESIZE_NOTE = ("real images: decoded from disk to the evaluator's image_size (centre square crop, PIL Lanczos, "
                "uint8); generated images: float in [0, 1] (clamped), resized inside the evaluator to its image_size "
@@ -70,13 +72,16 @@ def _labelled(root, split: str, evaluator: AttributeEvaluator):
 
 
 @torch.no_grad()
-def _real_pass(evaluator, extractor, images_u8: torch.Tensor, batch_size: int, sinks: list, dev) -> dict[str, torch.Tensor]:
+def _real_pass(evaluator, extractor, images_u8: torch.Tensor, batch_size: int, sinks: list, dev,
+               feats: list | None = None) -> dict[str, torch.Tensor]:
     """Predictions for uint8 images [N, 3, S, S]; every batch also goes into each FeatureDistances in ``sinks``
-    as (fd, real_flag)."""
+    as (fd, real_flag), and its features (on the CPU) into ``feats`` when given."""
     preds: dict[str, list] = {k: [] for k in evaluator.attribute_values}
     for i in range(0, len(images_u8), batch_size):
         x = images_u8[i:i + batch_size].to(dev).float().div_(255.0)
         f = extractor(x)
+        if feats is not None:
+            feats.append(f.cpu())
         for k, lg in evaluator.classify(f).items():
             preds[k].append(lg.argmax(1).cpu())
         for fd, real in sinks:
@@ -162,6 +167,7 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
                          f"(pipe.generate(captions, seed={seed} + 1000003, n={diversity_k})): per caption the mean "
                          "pairwise Euclidean distance of the evaluator's features, mean +- std over captions; "
                          f"real_random: the same on groups of {diversity_k} random real images of split S (its scale)",
+            "retrieval": RETRIEVAL_PROTOCOL,
             "resize": RESIZE_NOTE,
             "caption_sets": CAPTION_SET_PROTOCOL.format(batch_size=batch_size, seed=seed),
             "n_samples": n_samples, "batch_size": batch_size, "seed": seed,
@@ -199,13 +205,21 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
         entry: dict = {"n_images": L, "n_samples": N, "generated": {}, "real": {}}
         result["splits"][s] = entry
 
+        retrieval = False
         if evaluator is not None:
             targets = [ds.attributes[i] for i in img_idx]
             named = [list(named_all[i][c]) for i, c in zip(img_idx, cap_idx)]
+            # captions that name no attribute (emoji) describe one image: nearest-neighbour retrieval instead
+            retrieval = not any(nm for per_image in named_all for nm in per_image)
+            if retrieval:
+                _check_retrieval_evaluator(data_root, ds, evaluator)
+            real_feats: list | None = [] if retrieval else None
+            gen_feats: list[torch.Tensor] = []
             gen_fd = FeatureDistances(extractor)
             ceil_fd = FeatureDistances(extractor)
             real_u8 = _u8(ds, size)
-            real_pred_img = _real_pass(evaluator, extractor, real_u8, batch_size, [(gen_fd, True), (ceil_fd, True)], dev)
+            real_pred_img = _real_pass(evaluator, extractor, real_u8, batch_size, [(gen_fd, True), (ceil_fd, True)], dev,
+                                       feats=real_feats)
             idx = torch.tensor(img_idx, dtype=torch.long)
             real_pred = {k: v[idx] for k, v in real_pred_img.items()}
             gen_pred: dict[str, list] = {k: [] for k in values}
@@ -227,6 +241,8 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
                     f = extractor(x)
                     for k, lg in evaluator.classify(f).items():
                         gen_pred[k].append(lg.argmax(1).cpu())
+                    if retrieval:
+                        gen_feats.append(f.cpu())
                     gen_fd.update(x, real=False)
                 if inception is not None:
                     for k, v in inception.features(imgs).items():
@@ -252,13 +268,17 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
             gen_dist = gen_fd.compute(seed)
             ceil_dist = ceil_fd.compute(seed)
             for side, pred, dist in (("generated", gen_pred_t, gen_dist), ("real", real_pred, ceil_dist)):
+                if not retrieval:
+                    entry[side]["attributes"] = attribute_accuracy(pred, targets, named, values)
                 entry[side].update({
-                    "attributes": attribute_accuracy(pred, targets, named, values),
                     "fid_sf": dist["fid"],
                     "kid_sf": {"mean": dist["kid_mean"], "std": dist["kid_std"],
                                "subset_size": dist["kid_subset_size"], "subsets": dist["kid_subsets"]},
                     "n_compared": dist["n_fake"], "n_reference": dist["n_real"],
                 })
+        if retrieval:
+            entry["attribute_accuracy"] = "skipped: the captions of this split name no attribute"
+            entry["generated"]["retrieval"] = _retrieval_split(ds, img_idx, torch.cat(gen_feats), torch.cat(real_feats))
         if inception is not None:
             entry.update(_inception_split(inception, ds, train_ds, ref, gen_inc, gen_size, seed, is_splits,
                                           batch_size, cache_dir, use_cache, progress))
@@ -279,6 +299,31 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
         result["splits"][cs.name] = _caption_set_entry(pipe, cs, evaluator, extractor, data_root, n_samples,
                                                        batch_size, seed, dev, progress)
     return result
+
+
+RETRIEVAL_PROTOCOL = ("only for splits whose captions name no attribute (emoji; attribute accuracy is then "
+                      "skipped): " + _RETRIEVAL_PROTOCOL)
+
+
+def _check_retrieval_evaluator(root, ds, evaluator) -> None:
+    """Retrieval ranks real images in the evaluator's feature space: it must have been trained on this dataset."""
+    ds_values = {k: sorted(map(str, v)) for k, v in (ds.attribute_values or {}).items()}
+    ev_values = {k: sorted(v) for k, v in evaluator.attribute_values.items()}
+    if ds_values != ev_values:
+        raise T2IError(f"dataset {root} has attributes {sorted(ds_values) or 'none'} (in dataset.json), the evaluator "
+                       f"{evaluator.source_dir or ''} predicts {sorted(ev_values)} with other values: its feature space "
+                       "was not trained on this dataset (for emoji: `t2igan train configs/evaluator_emoji.yaml`, then "
+                       "--evaluator runs/evaluator_emoji)")
+
+
+def _retrieval_split(ds, img_idx, gen_feats, real_feats) -> dict:
+    """Nearest-neighbour retrieval of each sample's own image among the real images of the split."""
+    groups = {k: [a[k] for a in ds.attributes] for k in ds.attribute_values or {}}
+    if (ds.meta or {}).get("generator") == "t2igan.data.emoji":
+        from t2igan.data.emoji import emoji_base
+
+        groups["base_emoji"] = [emoji_base(i) for i in ds.ids]
+    return retrieval_hits(gen_feats, real_feats, torch.tensor(img_idx, dtype=torch.long), ks=(1, 5), groups=groups)
 
 
 CAPTION_SET_PROTOCOL = (
@@ -495,7 +540,7 @@ def _check_generated(imgs, n: int) -> torch.Tensor:
     return imgs.clamp(0.0, 1.0)
 
 
-def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=("test", "novel"), seed: int = 0,
+def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=None, seed: int = 0,
                  batch_size: int = 100, device="auto", out=None, data_root=None, progress: bool = True,
                  inception_weights=None, damsm_dir="auto", diversity_captions: int = 20, diversity_k: int = 8,
                  cache_dir=None, use_cache: bool = True, captions=(), clip_weights=None) -> dict:
@@ -506,6 +551,7 @@ def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=("te
     skipped); damsm_dir: DAMSM run for R-precision ("auto": the run's text encoder when it is a
     DAMSM run with an image encoder; None: skipped); captions: caption-set JSONL files, or bare
     names NAME for ``<data root>/NAME.jsonl`` (e.g. "paraphrase"), scored by attribute accuracy;
+    splits: None = "test" and "novel", the latter only when the dataset has it (emoji has none);
     clip_weights: a local Hugging Face CLIP
     folder for CLIP score / CLIP R-precision (None: ``$T2IGAN_CLIP_WEIGHTS`` if set, else skipped;
     "none": skipped).
@@ -532,6 +578,8 @@ def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=("te
                        "run from the folder it is relative to, or pass data_root)")
     dev = _resolve_device(device)
     notes = []
+    if splits is None:
+        splits = default_splits(root, notes)
     evaluator = None
     if captions and evaluator_dir is None:
         raise T2IError("caption sets are scored by attribute accuracy: give an attribute evaluator (--evaluator)")
@@ -590,12 +638,28 @@ def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=("te
                             seed=seed, device=dev, progress=progress, inception=inception, damsm=damsm,
                             diversity_captions=diversity_captions, diversity_k=diversity_k, cache_dir=cache_dir,
                             use_cache=use_cache, caption_sets=sets, clip=clip)
+    for s, sp in res["splits"].items():
+        if isinstance(sp.get("attribute_accuracy"), str):
+            notes.append(f"{s}: attribute accuracy {sp['attribute_accuracy']}; nearest-neighbour retrieval instead")
     res["notes"] = notes
     res["run_dir"] = str(run_dir)
     out_path = Path(out) if out is not None else run_dir / "eval" / "metrics.json"
     res["output"] = str(out_path)
     write_json_atomic(out_path, res)
     return res
+
+
+def default_splits(root, notes: list | None = None) -> tuple[str, ...]:
+    """("test", "novel"), without "novel" when the dataset has no such split (noted in ``notes``)."""
+    from t2igan.data.folder import load_folder
+
+    try:
+        load_folder(root, "novel")
+    except T2IError:
+        if notes is not None:
+            notes.append(f"split 'novel' skipped: {root} has none")
+        return ("test",)
+    return ("test", "novel")
 
 
 def write_json_atomic(out_path, obj) -> None:
@@ -666,6 +730,28 @@ def format_table(result: dict) -> str:
     row("CLIP score", lambda sp, side: _num(dig(sp, side, "clip_score", "mean"), ".2f"))
     row("CLIP R-prec.", lambda sp, side: _pct({"accuracy": dig(sp, side, "clip_r_precision", "mean")}))
     row("diversity", lambda sp, side: _num(dig(sp, side, "diversity", "mean")))
+    # retrieval (emoji): generated column = hit rate, real column = chance level (no real ceiling)
+    has_retrieval = any(dig(result["splits"][s], "generated", "retrieval") for s in splits)
+
+    def ret(*keys, chance):
+        def get(sp, side):
+            r = dig(sp, "generated", "retrieval")
+            if r is None:
+                return "-"
+            v = dig(r, *keys) if side == "generated" else dig(r, *chance)
+            return "-" if v is None else (f"{100 * v:.1f}%" if side == "generated" else f"({100 * v:.1f}%)")
+        return get
+
+    if has_retrieval:
+        row("NN hit@1", ret("hit@1", chance=("chance@1",)))
+        row("NN hit@5", ret("hit@5", chance=("chance@5",)))
+        names = []
+        for s in splits:
+            for k in (dig(result["splits"][s], "generated", "retrieval", "groups") or {}):
+                if k not in names:
+                    names.append(k)
+        for k in names:
+            row(f"NN {k}@1", ret("groups", k, "hit@1", chance=("groups", k, "chance")))
     counts = "; ".join(f"{s}: {result['splits'][s]['n_samples']} samples, {result['splits'][s]['n_images']} real images, "
                        f"{result['splits'][s].get('n_train_reference', 0)} train reference" for s in splits)
     fe = result.get("feature_extractor") or {}
@@ -681,6 +767,9 @@ def format_table(result: dict) -> str:
             lines.append(f"note: {s}: {v['with_unknown_words']} of {v['captions']} captions have words outside the "
                          f"model's vocabulary ({100 * v['dropped_word_fraction']:.1f}% of words dropped); "
                          f"{v['no_known_word']} have no known word (generated from the empty caption)")
+    if has_retrieval:
+        lines.append("note: NN rows: nearest-neighbour retrieval of the caption's own image among the split's real "
+                     "images (evaluator features, cosine); the 'real' column holds the chance level, in brackets")
     for n in result.get("notes", []):
         lines.append(f"note: {n}")
     return "\n".join(lines)

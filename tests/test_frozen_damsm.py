@@ -188,3 +188,13 @@ def test_frozen_damsm_task_errors(tiny_data, bert, tmp_path):
         build_training(frozen_damsm_config(tiny_data, bert, tmp_path / "r", **{"loss.words": True}), resume=False)
     with pytest.raises(T2IError, match="trains its own text encoder"):
         build_training(frozen_damsm_config(tiny_data, bert, tmp_path / "r", **{"text_encoder": "damsm:runs/x"}), resume=False)
+
+
+def test_damsm_task_sentence_loss_only(tiny_data, tmp_path):
+    """loss.words=false on the jointly trained DAMSM encoders: the sentence loss alone."""
+    over = {"text.embed_dim": 32, "text.word_dim": 16, "image.width": 8, "image.image_size": 32}
+    tr = build_training(load_config(None, tiny_overrides(tiny_data, tmp_path / "r", **over, **{"loss.words": False}),
+                                    task="damsm"), resume=False)
+    assert list(tr.task.modules) == ["text_encoder", "image_encoder"]
+    logs = tr.task.losses(tr.to_batch(next(tr.batches()), 0))
+    assert "w_loss" not in logs and torch.equal(logs["loss"], logs["s_loss"]) and torch.isfinite(logs["loss"])

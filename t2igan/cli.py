@@ -108,7 +108,13 @@ def build_training(cfg, resume: bool):
             vocab = Vocabulary.load(vocab_path)
         else:
             vocab = Vocabulary.build((c for caps in data.captions for c in caps), cfg.data.min_word_count)
-        task = DAMSMStep(cfg, vocab)
+        sents = None
+        if cfg.text_encoder:  # a frozen pretrained encoder: only the image encoder trains, against its cached vectors
+            if cfg.text_encoder.split(":")[0] not in ("minilm", "clip"):
+                raise T2IError(f"text_encoder={cfg.text_encoder!r}: a damsm run trains its own text encoder (leave "
+                               "text_encoder empty) or uses a frozen pretrained one: minilm, minilm:DIR, clip:ARCH:CKPT")
+            sents = _cached_sentences(cfg, data)
+        task = DAMSMStep(cfg, vocab, sentences=sents)
     elif cfg.task == "dfgan":
         from t2igan.pipeline import load_text_encoder
         from t2igan.train.steps import DFGANStep
@@ -145,6 +151,16 @@ def build_training(cfg, resume: bool):
                                progress=cfg.train.progress)
     captions = list(cfg.train.sample_captions) or default_sample_captions(cfg.data.root, data)
     return Trainer(cfg, task, dataset, captions, resume=resume)
+
+
+def _cached_sentences(cfg, data):
+    """The training captions' vectors from the frozen encoder ``cfg.text_encoder``, through the
+    embedding cache in DATA_ROOT/.cache/text_embeddings (computed once; the same entries as DF-GAN's)."""
+    from t2igan.text.base import load_caption_encoder
+    from t2igan.text.cache import CachedSentences
+
+    enc = load_caption_encoder(cfg.text_encoder)
+    return CachedSentences(enc, cfg.text_encoder, data.captions, Path(cfg.data.root) / ".cache" / "text_embeddings")
 
 
 def default_sample_captions(root, train_data, k: int = 8) -> list[str]:

@@ -68,6 +68,7 @@ class DAMSMLossConfig:
     gamma1: float = 4.0  # attention sharpness over words (TRAIN.SMOOTH.GAMMA1)
     gamma2: float = 5.0  # word-region aggregation (GAMMA2)
     gamma3: float = 10.0  # similarity scale (GAMMA3)
+    words: bool = True  # word-level loss as well as the sentence loss (false: sentence loss only; must be false with a frozen text_encoder)
 
 
 @dataclass
@@ -91,6 +92,8 @@ class DFGANLossConfig:
     gamma1: float = 4.0  # DAMSM attention sharpness (AttnGAN TRAIN.SMOOTH.GAMMA1)
     gamma2: float = 5.0  # word-region aggregation (GAMMA2)
     gamma3: float = 10.0  # similarity scale (GAMMA3)
+    damsm_words: bool = True  # DAMSM word loss as well as the sentence loss (false: sentence term only; must be false with a frozen text_encoder)
+    damsm_image_encoder: str = ""  # with a frozen text_encoder (minilm, clip): the image encoder run trained against it (task damsm); "" otherwise
 
 
 @dataclass
@@ -144,6 +147,7 @@ class TrainConfig:
 class DAMSMRunConfig:
     task: str = "damsm"
     data: DataConfig = field(default_factory=DataConfig)
+    text_encoder: str = ""  # "": train the DAMSM bi-LSTM with the image encoder; minilm, minilm:DIR, clip:ARCH:CKPT: that frozen encoder's cached sentence vectors, only the image encoder trains (nef = its width; section text unused)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     loss: DAMSMLossConfig = field(default_factory=DAMSMLossConfig)

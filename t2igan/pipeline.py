@@ -101,6 +101,26 @@ def load_image_encoder(directory: str | os.PathLike):
     return enc.eval()
 
 
+def load_image_encoder_for(directory: str | os.PathLike, encoder, spec: str):
+    """The DAMSM image encoder (eval mode) of a run trained against the frozen caption encoder
+    ``encoder`` (task damsm with ``text_encoder: spec``); one trained against another encoder,
+    or other weights of it, is refused (the fingerprints differ)."""
+    d = resolve_dir(directory)
+    p = d / "text_encoder" / ckpt.CONFIG
+    ref = ckpt.read_json(p) if p.is_file() else {}
+    if ref.get("kind") != PRETRAINED_REF:
+        raise T2IError(f"{d}: its image encoder was not trained against a frozen text encoder (no {PRETRAINED_REF} "
+                       f"in {p}); train one with task damsm, text_encoder: {spec}")
+    if ref.get("fingerprint") != encoder.fingerprint():
+        raise T2IError(f"{p}: this image encoder was trained against the text encoder {ref.get('spec')!r}, "
+                       f"not {spec!r} (other encoder or other weights)")
+    enc = load_image_encoder(d)
+    if enc.nef != encoder.sentence_dim:
+        raise T2IError(f"{d / 'image_encoder' / ckpt.CONFIG}: nef={enc.nef} but the text encoder {spec!r} "
+                       f"gives {encoder.sentence_dim}-d sentence vectors")
+    return enc
+
+
 def resolve_dir(path: str | os.PathLike) -> Path:
     """Accept a pipeline folder or a run folder holding ``pipeline/``."""
     p = Path(path)

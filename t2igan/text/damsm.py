@@ -84,9 +84,14 @@ class ImageEncoder(nn.Module):
         return self.emb_features(f), code
 
 
-def sentence_loss(img_code: torch.Tensor, sent: torch.Tensor, gamma3: float = 10.0):
-    """Cross-entropy of cosine similarities, image->text and text->image (official sent_loss)."""
+def sentence_loss(img_code: torch.Tensor, sent: torch.Tensor, gamma3: float = 10.0, mask: torch.Tensor | None = None):
+    """Cross-entropy of cosine similarities, image->text and text->image (official sent_loss).
+
+    ``mask`` (B, B) bool, optional: off-diagonal pairs left out of both softmaxes because they
+    are not true negatives (official: images of the same class; ``masked_fill_(-inf)``)."""
     scores = F.normalize(img_code, dim=1, eps=1e-8) @ F.normalize(sent, dim=1, eps=1e-8).t() * gamma3  # (B_img, B_txt)
+    if mask is not None:
+        scores = scores.masked_fill(mask, float("-inf"))
     labels = torch.arange(scores.size(0), device=scores.device)
     return F.cross_entropy(scores, labels), F.cross_entropy(scores.t(), labels)
 

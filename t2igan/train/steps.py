@@ -10,7 +10,7 @@ from t2igan import T2IError
 from t2igan.data.dataset import Batch
 from t2igan.data.text import Vocabulary
 from t2igan.models import dfgan
-from t2igan.pipeline import load_image_encoder, save_pretrained_text_encoder_ref, save_text_encoder, write_model_index
+from t2igan.pipeline import load_image_encoder, load_image_encoder_for, save_pretrained_text_encoder_ref, save_text_encoder, write_model_index
 from t2igan.text import damsm
 from t2igan.train import checkpoint as ckpt
 from t2igan.train import fast
@@ -24,19 +24,37 @@ def _adam(params, lr, o, impl: str = "default"):
 
 
 class DAMSMStep:
-    """Pretrain the DAMSM text and image encoders with the word + sentence matching losses."""
+    """Pretrain the DAMSM text and image encoders with the word + sentence matching losses.
+
+    With ``sentences`` (config ``text_encoder: minilm | minilm:DIR | clip:ARCH:CKPT``) the text
+    side is that frozen pretrained encoder, read as its cached sentence vectors: only the image
+    encoder trains, with the sentence loss alone (there are no word features in the cache). Its
+    global code is made the encoder's width (``nef = sentence_dim``): ``emb_cnn_code`` is already
+    the linear map into the text space, so the saved component is an ordinary DAMSM image encoder.
+    """
 
     ema_of = None
 
-    def __init__(self, cfg, vocab: Vocabulary):
-        self.cfg, self.vocab = cfg, vocab
+    def __init__(self, cfg, vocab: Vocabulary, sentences=None):
+        self.cfg, self.vocab, self.sentences = cfg, vocab, sentences
         t, i = cfg.text, cfg.image
-        self.text_args = dict(ntoken=len(vocab), ninput=t.word_dim, nhidden=t.embed_dim, nlayers=t.num_layers, drop_prob=t.dropout)
-        self.image_args = dict(nef=t.embed_dim, width=i.width, image_size=i.image_size)
-        self.text_encoder = damsm.TextEncoder(**self.text_args)
-        self.image_encoder = damsm.ImageEncoder(**self.image_args)
-        self.modules = {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder}
-        params = list(self.text_encoder.parameters()) + list(self.image_encoder.parameters())
+        if sentences is None:
+            self.text_args = dict(ntoken=len(vocab), ninput=t.word_dim, nhidden=t.embed_dim, nlayers=t.num_layers, drop_prob=t.dropout)
+            self.image_args = dict(nef=t.embed_dim, width=i.width, image_size=i.image_size)
+            self.text_encoder = damsm.TextEncoder(**self.text_args)
+            self.image_encoder = damsm.ImageEncoder(**self.image_args)
+            self.modules = {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder}
+            params = list(self.text_encoder.parameters()) + list(self.image_encoder.parameters())
+        else:
+            if cfg.loss.words:
+                raise T2IError(f"loss.words=true needs word features, which the frozen text encoder {cfg.text_encoder!r} "
+                               "does not give (sentence vectors only): set loss.words=false")
+            self.text_args = None
+            self.text_encoder = sentences.encoder.eval().requires_grad_(False)  # frozen, not checkpointed
+            self.image_args = dict(nef=sentences.encoder.sentence_dim, width=i.width, image_size=i.image_size)
+            self.image_encoder = damsm.ImageEncoder(**self.image_args)
+            self.modules = {"image_encoder": self.image_encoder}
+            params = list(self.image_encoder.parameters())
         self.optimizers = {"adam": _adam(params, cfg.optim.lr_g, cfg.optim, cfg.train.adam)}
         self.T, self.I = self.text_encoder, self.image_encoder
         self.world, self.precision = fast.World(), fast.Precision()  # set by the trainer
@@ -44,12 +62,16 @@ class DAMSMStep:
     compilable = ("image_encoder",)
 
     def wrap(self, fn) -> None:
-        self.T, self.I = fn("text_encoder", self.text_encoder), fn("image_encoder", self.image_encoder)
+        if self.sentences is None:
+            self.T = fn("text_encoder", self.text_encoder)
+        self.I = fn("image_encoder", self.image_encoder)
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         L, W = self.cfg.loss, self.world
         with self.precision.autocast():
             regions, code = self.I(batch.images[-1])
+        if self.sentences is not None:
+            return self.frozen_text_losses(batch, code.float())
         words, sent, mask = self.T(batch.tokens, batch.lengths)
         # the matching losses contrast every image with every caption of the global batch:
         # each process computes them on the gathered features (gradients flow back to the
@@ -59,19 +81,41 @@ class DAMSMStep:
             T = batch.tokens.size(1)
             regions, code, words, sent = (fast.all_gather_rows_autograd(t, W) for t in (regions, code, words, sent))
             mask = fast.all_gather_rows(mask, W)[:, :T]
-        w0, w1 = damsm.words_loss(regions, words, mask, L.gamma1, L.gamma2, L.gamma3)
+        out = {}
+        if L.words:
+            w0, w1 = damsm.words_loss(regions, words, mask, L.gamma1, L.gamma2, L.gamma3)
+            out["w_loss"] = w0 + w1
         s0, s1 = damsm.sentence_loss(code, sent, L.gamma3)
         with torch.no_grad():
             sims = nn.functional.normalize(code, dim=1) @ nn.functional.normalize(sent, dim=1).t()
             acc = (sims.argmax(1) == torch.arange(sims.size(0), device=sims.device)).float().mean()
-        return {"loss": w0 + w1 + s0 + s1, "w_loss": w0 + w1, "s_loss": s0 + s1, "i2t_acc": acc}
+        loss = w0 + w1 + s0 + s1 if L.words else s0 + s1
+        return {"loss": loss, **out, "s_loss": s0 + s1, "i2t_acc": acc}
+
+    def frozen_text_losses(self, batch: Batch, code: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Sentence loss between the image codes and the frozen encoder's cached caption vectors."""
+        L, W = self.cfg.loss, self.world
+        sent = self.sentences.lookup(batch.index, batch.caption_index).to(code.device)  # (B, D), no gradient
+        index = batch.index.to(code.device)
+        if W.distributed:
+            code = fast.all_gather_rows_autograd(code, W)
+            sent, index = fast.all_gather_rows(sent, W), fast.all_gather_rows(index, W)
+        # off-diagonal pairs that are no negatives: the same image, or the same caption text (a
+        # frozen encoder gives it the identical vector, so no image code can tell the two apart)
+        same = (index[:, None] == index[None, :]) | (sent[:, None, :] == sent[None, :, :]).all(-1)
+        same.fill_diagonal_(False)
+        s0, s1 = damsm.sentence_loss(code, sent, L.gamma3, mask=same)
+        with torch.no_grad():
+            sims = nn.functional.normalize(code, dim=1) @ nn.functional.normalize(sent, dim=1).t()
+            acc = (sims.masked_fill(same, float("-inf")).argmax(1) == torch.arange(sims.size(0), device=sims.device)).float().mean()
+        return {"loss": s0 + s1, "s_loss": s0 + s1, "i2t_acc": acc}
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         out = self.losses(batch)
         opt = self.optimizers["adam"]
         opt.zero_grad(set_to_none=True)
         self.precision.scale(out["loss"]).backward()
-        if self.cfg.optim.grad_clip > 0:
+        if self.cfg.optim.grad_clip > 0 and self.sentences is None:  # official: the text encoder's gradient only
             if self.precision.scaler is not None:
                 self.precision.scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(self.text_encoder.parameters(), self.cfg.optim.grad_clip)
@@ -83,7 +127,10 @@ class DAMSMStep:
         return None
 
     def export(self, directory: Path, ema) -> None:
-        save_text_encoder(directory, self.text_encoder, self.text_args, self.vocab, self.cfg.data.max_words)
+        if self.sentences is not None:  # the frozen encoder's spec and fingerprint: DF-GAN checks it is the same one
+            save_pretrained_text_encoder_ref(directory, self.sentences.spec, self.text_encoder)
+        else:
+            save_text_encoder(directory, self.text_encoder, self.text_args, self.vocab, self.cfg.data.max_words)
         ckpt.save_component(self.image_encoder, directory / "image_encoder", "damsm_image_encoder", self.image_args)
         write_model_index(directory, family="damsm", image_size=self.cfg.data.image_size)
 
@@ -94,6 +141,9 @@ class DFGANStep:
     With ``loss.damsm_lambda > 0`` the generator also minimises AttnGAN's DAMSM word and
     sentence losses between its images and their captions, computed by the frozen DAMSM
     image encoder of the text-encoder run (AttnGAN ``generator_loss``); off in official DF-GAN.
+    ``loss.damsm_words=false`` keeps the sentence term only. With a frozen pretrained text
+    encoder (MiniLM, CLIP) the image encoder is ``loss.damsm_image_encoder``, a DAMSM run trained
+    against that same encoder (``DAMSMStep`` with ``sentences``), and the term is the sentence one.
     """
 
     ema_of = "netG"
@@ -113,10 +163,20 @@ class DFGANStep:
         self.netC = dfgan.NetC(ndf=m.ndf, cond_dim=cond)
         self.modules = {"netG": self.netG, "netD": self.netD, "netC": self.netC}
         self.image_encoder = None
-        if cfg.loss.damsm_lambda > 0:
-            if sentences is not None:
-                raise T2IError(f"loss.damsm_lambda > 0 needs a DAMSM text encoder run; text_encoder={cfg.text_encoder!r} "
-                               "is a frozen pretrained encoder (set loss.damsm_lambda=0)")
+        L = cfg.loss
+        if L.damsm_lambda > 0 and sentences is not None:
+            if not L.damsm_image_encoder:
+                raise T2IError(f"loss.damsm_lambda > 0 with the frozen text encoder {cfg.text_encoder!r} needs "
+                               "loss.damsm_image_encoder: an image encoder run trained against it (task damsm, "
+                               f"text_encoder: {cfg.text_encoder}; e.g. configs/damsm_minilm_synth64.yaml)")
+            if L.damsm_words:
+                raise T2IError(f"loss.damsm_words=true needs word features, which the frozen text encoder "
+                               f"{cfg.text_encoder!r} does not give (sentence vectors only): set loss.damsm_words=false")
+            self.image_encoder = load_image_encoder_for(L.damsm_image_encoder, text_encoder, cfg.text_encoder).requires_grad_(False)
+        elif L.damsm_lambda > 0:
+            if L.damsm_image_encoder:
+                raise T2IError(f"loss.damsm_image_encoder={L.damsm_image_encoder!r} is for a frozen text encoder; with the "
+                               f"DAMSM text encoder {cfg.text_encoder!r} the image encoder of that run is used: set it to ''")
             self.image_encoder = load_image_encoder(cfg.text_encoder.removeprefix("damsm:")).requires_grad_(False)
         self.G, self.D, self.C = self.netG, self.netD, self.netC
         self.world, self.precision = fast.World(), fast.Precision()  # set by the trainer
@@ -196,9 +256,11 @@ class DFGANStep:
             with P.autocast():
                 regions, code = self.image_encoder(fake)
             L = self.cfg.loss
-            w0, w1 = damsm.words_loss(regions.float(), words, mask, L.gamma1, L.gamma2, L.gamma3)
+            if L.damsm_words:
+                w0, w1 = damsm.words_loss(regions.float(), words, mask, L.gamma1, L.gamma2, L.gamma3)
             s0, s1 = damsm.sentence_loss(code.float(), sent.detach(), L.gamma3)
-            damsm_loss = w0 + w1 + s0 + s1  # per process: the batch's other captions are the negatives
+            # per process: the batch's other captions are the negatives
+            damsm_loss = w0 + w1 + s0 + s1 if L.damsm_words else s0 + s1
             g_loss = g_adv + self.damsm_weight(step) * damsm_loss
             out["g_damsm"] = damsm_loss.detach()
         self.optimizers["G"].zero_grad(set_to_none=True)

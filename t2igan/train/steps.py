@@ -23,6 +23,15 @@ def _adam(params, lr, o, impl: str = "default"):
     return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, **kw)
 
 
+@torch.no_grad()
+def _i2t_accuracy(code: torch.Tensor, sent: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Fraction of images whose most similar caption (cosine; ``mask``ed pairs left out) is their own."""
+    sims = nn.functional.normalize(code, dim=1) @ nn.functional.normalize(sent, dim=1).t()
+    if mask is not None:
+        sims = sims.masked_fill(mask, float("-inf"))
+    return (sims.argmax(1) == torch.arange(sims.size(0), device=sims.device)).float().mean()
+
+
 class DAMSMStep:
     """Pretrain the DAMSM text and image encoders with the word + sentence matching losses.
 
@@ -86,9 +95,7 @@ class DAMSMStep:
             w0, w1 = damsm.words_loss(regions, words, mask, L.gamma1, L.gamma2, L.gamma3)
             out["w_loss"] = w0 + w1
         s0, s1 = damsm.sentence_loss(code, sent, L.gamma3)
-        with torch.no_grad():
-            sims = nn.functional.normalize(code, dim=1) @ nn.functional.normalize(sent, dim=1).t()
-            acc = (sims.argmax(1) == torch.arange(sims.size(0), device=sims.device)).float().mean()
+        acc = _i2t_accuracy(code, sent)
         loss = w0 + w1 + s0 + s1 if L.words else s0 + s1
         return {"loss": loss, **out, "s_loss": s0 + s1, "i2t_acc": acc}
 
@@ -105,9 +112,7 @@ class DAMSMStep:
         same = (index[:, None] == index[None, :]) | (sent[:, None, :] == sent[None, :, :]).all(-1)
         same.fill_diagonal_(False)
         s0, s1 = damsm.sentence_loss(code, sent, L.gamma3, mask=same)
-        with torch.no_grad():
-            sims = nn.functional.normalize(code, dim=1) @ nn.functional.normalize(sent, dim=1).t()
-            acc = (sims.masked_fill(same, float("-inf")).argmax(1) == torch.arange(sims.size(0), device=sims.device)).float().mean()
+        acc = _i2t_accuracy(code, sent, same)
         return {"loss": s0 + s1, "s_loss": s0 + s1, "i2t_acc": acc}
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:

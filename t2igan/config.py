@@ -274,6 +274,10 @@ class StackGANConfig:
     r_num: int = 4  # GAN.R_NUM residual blocks in stage II
     kl_coeff: float = 2.0  # TRAIN.COEFF.KL
     lr_decay_epoch: int = 600  # halve both learning rates every this many epochs (config.py default; paper: 100)
+    damsm_lambda: float = 0.0  # not in StackGAN: AttnGAN's DAMSM word+sentence loss on the generated image; 0 = off
+    gamma1: float = 4.0  # DAMSM loss (AttnGAN TRAIN.SMOOTH.GAMMA1..3), used when damsm_lambda > 0
+    gamma2: float = 5.0
+    gamma3: float = 10.0
 
 
 @dataclass
@@ -292,6 +296,10 @@ class StackGANppConfig:
     color_loss: float = 0.0  # TRAIN.COEFF.COLOR_LOSS (birds: 0; the *_color configs: 50)
     color_cov: float = 5.0  # covariance term weight relative to the mean term (official: 5)
     hdgan: bool = False  # HDGAN-style discriminators: local patch image loss + pair (matching) loss
+    damsm_lambda: float = 0.0  # not in StackGAN++: AttnGAN's DAMSM word+sentence loss on the last scale; 0 = off
+    gamma1: float = 4.0  # DAMSM loss (AttnGAN TRAIN.SMOOTH.GAMMA1..3), used when damsm_lambda > 0
+    gamma2: float = 5.0
+    gamma3: float = 10.0
 
 
 @dataclass

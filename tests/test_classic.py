@@ -236,6 +236,33 @@ def test_stackganpp_trains(tiny_data, tiny_damsm, tmp_path, hdgan):
                                       **{**SMALL["stackganpp"], "data.num_scales": 1}), resume=False)
 
 
+@pytest.mark.parametrize("task,small", [("stackgan", "stackgan1"), ("stackganpp", "stackganpp")])
+def test_stackgan_families_take_the_damsm_loss_as_an_option(tiny_data, tiny_damsm, tmp_path, task, small):
+    """Off by default (official StackGAN / StackGAN++); with model.damsm_lambda the generator
+    also gets AttnGAN's DAMSM word + sentence loss of its last image, through the frozen image
+    encoder of the text encoder's run."""
+    off = build_training(classic_config(task, tiny_data, tiny_damsm, tmp_path / "off", **SMALL[small]), resume=False)
+    assert off.task.image_encoder is None
+    assert "w_loss" not in off.task.train_step(off.to_batch(next(off.batches()), 0), 0)
+    tr = build_training(classic_config(task, tiny_data, tiny_damsm, tmp_path / "on",
+                                       **SMALL[small], **{"model.damsm_lambda": 5.0}), resume=False)
+    enc = tr.task.image_encoder
+    assert enc is not None and not any(p.requires_grad for p in enc.parameters())
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    logs = tr.task.train_step(tr.to_batch(next(tr.batches()), 0), 0)
+    assert logs["w_loss"] > 0 and logs["s_loss"] > 0 and torch.isfinite(logs["g_loss"])
+    assert all(torch.equal(v, enc.state_dict()[k]) for k, v in before.items())  # the image encoder stays frozen
+    # the term reaches the generator: its gradient differs from the adversarial-only gradient
+    torch.manual_seed(0)
+    b = tr.to_batch(next(tr.batches()), 0)
+    words, sent, mask = tr.task.encode(b.tokens, b.lengths)
+    img = tr.task.netG.run(tr.task.noise(sent.size(0), sent.device), sent).images[-1]
+    loss = sum(tr.task.damsm_loss(img, words, sent, mask).values())
+    grads = torch.autograd.grad(loss, [p for p in tr.task.netG.parameters() if p.requires_grad], allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert tr.fit()["step"] == 2
+
+
 def test_attngan_trains_with_damsm_loss(tiny_data, tiny_damsm, tmp_path, capsys):
     run = tmp_path / "run"
     tr = build_training(classic_config("attngan", tiny_data, tiny_damsm, run, **SMALL["attngan"]), resume=False)

@@ -2,7 +2,9 @@
 MirrorGAN and its STREAM captioner). The one trainer (:mod:`t2igan.train.trainer`) owns the
 loop; each class here supplies networks, optimisers, one optimisation step, samples and the
 exported pipeline. All GAN families condition on a frozen DAMSM text encoder (``text_encoder``
-in the run config); AttnGAN also uses that run's DAMSM image encoder for its matching loss.
+in the run config); AttnGAN also uses that run's DAMSM image encoder for its matching loss, and
+so do StackGAN v1, StackGAN++ and MirrorGAN when ``model.damsm_lambda > 0`` (off in their
+official configs).
 
 Losses follow the official trainers: BCE (here with logits) on conditional, unconditional and
 mismatched pairs, the mismatched pair being a real image with the caption of the next image in
@@ -54,12 +56,32 @@ class ClassicStep:
     ema_of = "netG"
     family = ""
 
-    def __init__(self, cfg, vocab, text_encoder: damsm.TextEncoder, text_args: dict, steps_per_epoch: int = 1):
+    def __init__(self, cfg, vocab, text_encoder: damsm.TextEncoder, text_args: dict, steps_per_epoch: int = 1,
+                 image_encoder: damsm.ImageEncoder | None = None):
         self.cfg, self.vocab, self.text_args = cfg, vocab, text_args
         self.text_encoder = text_encoder.eval().requires_grad_(False)
         self.nef = text_encoder.nef
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.frozen: list[nn.Module] = [self.text_encoder]
+        self.image_encoder = None
+        if getattr(cfg.model, "damsm_lambda", 0.0) > 0:
+            if image_encoder is None:
+                raise T2IError(f"{cfg.task}: model.damsm_lambda > 0 needs the DAMSM image encoder of {cfg.text_encoder}")
+            self.image_encoder = image_encoder.eval().requires_grad_(False)
+            self.frozen.append(self.image_encoder)
+
+    def damsm_loss(self, image, words, sent, mask) -> dict[str, torch.Tensor]:
+        """AttnGAN's DAMSM word and sentence losses of generated images, each times
+        ``model.damsm_lambda`` (official ``words_loss`` + ``sent_loss`` in ``generator_loss``);
+        empty when the loss is off."""
+        m = self.cfg.model
+        if self.image_encoder is None:
+            return {}
+        self.image_encoder.eval()
+        regions, code = self.image_encoder(image)
+        w0, w1 = damsm.words_loss(regions, words, mask, m.gamma1, m.gamma2, m.gamma3)
+        s0, s1 = damsm.sentence_loss(code, sent, m.gamma3)
+        return {"w_loss": (w0 + w1) * m.damsm_lambda, "s_loss": (s0 + s1) * m.damsm_lambda}
 
     def to_device(self, device):
         for m in self.frozen:
@@ -155,8 +177,8 @@ def lr_factor(step: int, steps_per_epoch: int, decay_epoch: int) -> float:
 class StackGANStep(ClassicStep):
     """Stage 1 (``model.stage: 1``) or stage 2 on a frozen stage-I run (``model.stage1``)."""
 
-    def __init__(self, cfg, vocab, text_encoder, text_args, steps_per_epoch=1):
-        super().__init__(cfg, vocab, text_encoder, text_args, steps_per_epoch)
+    def __init__(self, cfg, vocab, text_encoder, text_args, steps_per_epoch=1, image_encoder=None):
+        super().__init__(cfg, vocab, text_encoder, text_args, steps_per_epoch, image_encoder)
         m, size = cfg.model, cfg.data.image_size
         if m.stage == 1:
             if size != m.stage1_size:
@@ -186,7 +208,7 @@ class StackGANStep(ClassicStep):
     def train_step(self, batch: Batch, step: int):
         f = self.set_lr(step)
         real = batch.images[-1]
-        _, sent, _ = self.encode(batch.tokens, batch.lengths)
+        words, sent, mask = self.encode(batch.tokens, batch.lengths)
         out = self.netG.run(self.noise(real.size(0), real.device), sent)
         fake, mu, logvar = out.images[-1], out.mu, out.logvar
         cond = mu.detach()
@@ -209,10 +231,12 @@ class StackGANStep(ClassicStep):
         if D.get_uncond_logits is not None:
             g_adv = g_adv + bce(D.get_uncond_logits(fake_f), True)
         kl = kl_loss(mu, logvar)
-        g_loss = g_adv + self.cfg.model.kl_coeff * kl
+        extra = self.damsm_loss(fake, words, sent, mask)
+        g_loss = g_adv + sum(extra.values()) + self.cfg.model.kl_coeff * kl
         self.step_optim("G", g_loss)
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "kl": kl.detach(), "d_real": d_real.detach(),
-                "d_wrong": d_wrong.detach(), "d_fake": d_fake.detach(), "lr_factor": torch.tensor(f)}
+                "d_wrong": d_wrong.detach(), "d_fake": d_fake.detach(), "lr_factor": torch.tensor(f),
+                **{k: v.detach() for k, v in extra.items()}}
 
 
 def load_stage1(path: str, vocab) -> stackgan.STAGE1_G:
@@ -253,8 +277,8 @@ class _MultiScaleStep(ClassicStep):
 class StackGANppStep(_MultiScaleStep):
     family = "stackganpp"
 
-    def __init__(self, cfg, vocab, text_encoder, text_args, steps_per_epoch=1):
-        super().__init__(cfg, vocab, text_encoder, text_args, steps_per_epoch)
+    def __init__(self, cfg, vocab, text_encoder, text_args, steps_per_epoch=1, image_encoder=None):
+        super().__init__(cfg, vocab, text_encoder, text_args, steps_per_epoch, image_encoder)
         m = cfg.model
         self.netG = stackganpp.G_NET(t_dim=self.nef, c_dim=m.c_dim, nz=m.nz, gf_dim=m.gf_dim, r_num=m.r_num,
                                      branch_num=m.branch_num, base_size=m.base_size)
@@ -266,7 +290,7 @@ class StackGANppStep(_MultiScaleStep):
 
     def train_step(self, batch: Batch, step: int):
         m = self.cfg.model
-        _, sent, _ = self.encode(batch.tokens, batch.lengths)
+        words, sent, mask = self.encode(batch.tokens, batch.lengths)
         out = self.netG.run(self.noise(sent.size(0), sent.device), sent)
         mu, logvar = out.mu, out.logvar
         cond = mu.detach()
@@ -289,6 +313,10 @@ class StackGANppStep(_MultiScaleStep):
                         for k in range(1, len(out.images)))
             g_loss = g_loss + color
             logs["color"] = color.detach()
+        extra = self.damsm_loss(out.images[-1], words, sent, mask)
+        if extra:
+            g_loss = g_loss + sum(extra.values())
+            logs.update({k: v.detach() for k, v in extra.items()})
         kl = kl_loss(mu, logvar)
         g_loss = g_loss + m.kl_coeff * kl
         self.step_optim("G", g_loss)
@@ -319,7 +347,7 @@ class AttnGANStep(_MultiScaleStep):
     gen_module = attngan
 
     def __init__(self, cfg, vocab, text_encoder, text_args, steps_per_epoch=1, image_encoder=None):
-        super().__init__(cfg, vocab, text_encoder, text_args, steps_per_epoch)
+        super().__init__(cfg, vocab, text_encoder, text_args, steps_per_epoch, image_encoder)
         m = cfg.model
         self.netG = self.gen_module.G_NET(t_dim=self.nef, c_dim=m.c_dim, nz=m.nz, gf_dim=m.gf_dim, r_num=m.r_num,
                                           branch_num=m.branch_num, base_size=m.base_size)
@@ -328,22 +356,9 @@ class AttnGANStep(_MultiScaleStep):
         self.modules = {"netG": self.netG, **{f"netD{k}": d for k, d in enumerate(self.netsD)}}
         o = cfg.optim
         self.optimizers = {"G": _adam(self.netG.parameters(), o.lr_g, o), **self.d_optimizers(o)}
-        self.image_encoder = None
-        if m.damsm_lambda > 0:
-            if image_encoder is None:
-                raise T2IError(f"{cfg.task}: model.damsm_lambda > 0 needs the DAMSM image encoder of {cfg.text_encoder}")
-            self.image_encoder = image_encoder.eval().requires_grad_(False)
-            self.frozen.append(self.image_encoder)
 
     def extra_g_loss(self, out, batch, words, sent, mask) -> dict[str, torch.Tensor]:
-        m = self.cfg.model
-        if self.image_encoder is None:
-            return {}
-        self.image_encoder.eval()
-        regions, code = self.image_encoder(out.images[-1])
-        w0, w1 = damsm.words_loss(regions, words, mask, m.gamma1, m.gamma2, m.gamma3)
-        s0, s1 = damsm.sentence_loss(code, sent, m.gamma3)
-        return {"w_loss": (w0 + w1) * m.damsm_lambda, "s_loss": (s0 + s1) * m.damsm_lambda}
+        return self.damsm_loss(out.images[-1], words, sent, mask)
 
     def train_step(self, batch: Batch, step: int):
         words, sent, mask = self.encode(batch.tokens, batch.lengths)
@@ -476,13 +491,13 @@ def build_classic_step(cfg, n_images: int):
     try:
         if t == "gan_int_cls":
             return GANINTCLSStep(cfg, vocab, enc, args, spe), vocab
-        if t == "stackgan":
-            return StackGANStep(cfg, vocab, enc, args, spe), vocab
-        if t == "stackganpp":
-            return StackGANppStep(cfg, vocab, enc, args, spe), vocab
         if t == "stream":
             return STREAMStep(cfg, vocab, enc, args, spe), vocab
         img = load_image_encoder(cfg.text_encoder) if cfg.model.damsm_lambda > 0 else None
+        if t == "stackgan":
+            return StackGANStep(cfg, vocab, enc, args, spe, image_encoder=img), vocab
+        if t == "stackganpp":
+            return StackGANppStep(cfg, vocab, enc, args, spe, image_encoder=img), vocab
         if t == "attngan":
             return AttnGANStep(cfg, vocab, enc, args, spe, image_encoder=img), vocab
         if t == "mirrorgan":

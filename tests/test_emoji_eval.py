@@ -86,6 +86,9 @@ def emoji_runs(tmp_path_factory):
     runs = {k: tmp / k for k in ("evaluator", "damsm", "dfgan")}
     assert main(["train", str(CONFIGS / "evaluator_emoji.yaml"), *common, "model.width=8", "model.feature_dim=16",
                  f"train.out_dir={runs['evaluator']}"]) == 0
+    # flips are off in the emoji preset (a mirrored emoji is another emoji), and its record says so
+    aug = json.loads((runs["evaluator"] / "metrics.json").read_text())["train"]["augmentation"]
+    assert aug.startswith("no flips,"), aug
     assert main(["train", str(CONFIGS / "damsm_emoji.yaml"), *common, "text.embed_dim=32", "text.word_dim=16",
                  "image.width=8", "image.image_size=32", "train.ckpt_every=0", f"train.out_dir={runs['damsm']}"]) == 0
     assert main(["train", str(CONFIGS / "dfgan_emoji.yaml"), *common, "model.ngf=4", "model.ndf=4", "model.nz=8",

@@ -422,7 +422,8 @@ def train_evaluator(cfg, eval_splits: tuple[str, ...] = ("test", "novel")) -> Pa
         "train": {"root": str(d.root), "split": d.split, "n_images": n, "steps": step, "batch_size": t.batch_size,
                   "seconds": round(seconds, 1), "device": str(device), "threads": torch.get_num_threads(),
                   "seed": t.seed, "lr": o.lr_g, "weight_decay": o.weight_decay,
-                  "augmentation": "flips, shift <= S/16 (reflect), brightness/contrast +-8%, blur 25%, noise 50%"},
+                  "augmentation": ("flips, " if d.flip else "no flips, ") +
+                                  "shift <= S/16 (reflect), brightness/contrast +-8%, blur 25%, noise 50%"},
         "model": {k: v for k, v in model.config.items() if k != "attribute_values"},
     }
     if "test" in ceiling:

@@ -38,6 +38,14 @@ def prerequisites(run: Path) -> dict[str, float]:
     return found
 
 
+def damsm_lambda(run: Path) -> float:
+    """Weight of the DAMSM loss on the generator (``model.damsm_lambda``, DF-GAN ``loss.damsm_lambda``)."""
+    import yaml
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    return float((cfg.get("model") or {}).get("damsm_lambda") or (cfg.get("loss") or {}).get("damsm_lambda") or 0.0)
+
+
 def row(run: Path) -> dict:
     from t2igan.pipeline import Pipeline
 
@@ -48,7 +56,7 @@ def row(run: Path) -> dict:
     out = {"run": str(run), "family": index.get("family"), "image_size": pipe.image_size,
            "generator_params": sum(p.numel() for p in pipe.generator.parameters()),
            "train_minutes": _minutes(run), "steps": summary["step"],
-           "prerequisites": prerequisites(run),
+           "prerequisites": prerequisites(run), "damsm_lambda": damsm_lambda(run),
            "batch_size": summary["batch_size"], "threads": summary["threads"],
            "images_per_s": summary["images_per_s"], "eval_samples_per_split": None, "splits": {}}
     for split, s in metrics["splits"].items():
@@ -74,16 +82,16 @@ def main() -> None:
     Path(a.out).write_text(json.dumps({"benchmark": "model families on SynthFlowers-64 (t2igan eval, evaluator "
                                                     "feature space)", "machine": describe(), "rows": rows},
                                       indent=2) + "\n")
-    print("| family | size | G params | train min (+ prerequisite) | img/s | test petal | test centre | test all-named | "
-          "test FID-SF | novel petal | novel centre | novel FID-SF |")
-    print("|---" * 12 + "|")
+    print("| family | run | DAMSM loss | size | G params | train min (+ prerequisite) | img/s | test petal | test centre | "
+          "test all-named | test FID-SF | novel petal | novel centre | novel FID-SF |")
+    print("|---" * 14 + "|")
     for r in rows:
         t, n = r["splits"].get("test", {}), r["splits"].get("novel", {})
         pct = lambda d, k: f"{100 * d[k]:.1f}%" if k in d else "–"  # noqa: E731
         fid = lambda d: f"{d['fid_sf']:.1f}" if d.get("fid_sf") is not None else "–"  # noqa: E731
         pre = sum(v["train_minutes"] for v in r["prerequisites"].values())
         minutes = f"{r['train_minutes']} (+ {pre})" if pre else f"{r['train_minutes']}"
-        print(f"| {r['family']} | {r['image_size']} | {r['generator_params'] / 1e6:.2f}M | {minutes} | "
+        print(f"| {r['family']} | `{Path(r['run']).name}` | {r['damsm_lambda'] or 'off'} | {r['image_size']} | {r['generator_params'] / 1e6:.2f}M | {minutes} | "
               f"{r['images_per_s']} | {pct(t, 'petal_colour')} | {pct(t, 'centre_colour')} | {pct(t, 'all_named')} | "
               f"{fid(t)} | {pct(n, 'petal_colour')} | {pct(n, 'centre_colour')} | {fid(n)} |")
     print(f"wrote {a.out}")

@@ -231,3 +231,24 @@ def test_evaluate_pipeline_restores_empty_caption_policy(data, tiny_dfgan, evalu
         pipe.generate(["ebony hub"])
     with pytest.raises(T2IError, match="also a split"):
         evaluate_pipeline(pipe, data, evaluator_dir, splits=("words",), caption_sets=[cs], progress=False)
+
+
+def test_eval_split_with_a_caption_of_unseen_words(data, tiny_dfgan, evaluator_dir, tmp_path):
+    """A split caption whose words are all outside the DAMSM vocabulary (an unseen emoji name, say)
+    is generated, and encoded for R-precision, from the padding token, not an error."""
+    from t2igan.cli import main
+    from t2igan.data.folder import load_folder
+
+    root = shutil.copytree(data, tmp_path / "sf32")
+    first = load_folder(root, "test").ids[0]
+    cap_file = root / "captions" / f"{first}.txt"
+    lines = cap_file.read_text(encoding="utf-8").splitlines()
+    cap_file.write_text("\n".join(["scarlet florets"] + lines[1:]) + "\n", encoding="utf-8")
+    out = tmp_path / "metrics.json"
+    assert main(["eval", str(tiny_dfgan), "--data-root", str(root), "--evaluator", str(evaluator_dir), "--splits", "test",
+                 "--n-samples", "12", "--diversity-captions", "2", "--diversity-k", "2", "--device", "cpu",
+                 "--batch-size", "6", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    sp = res["splits"]["test"]
+    assert sp["vocabulary"]["no_known_word"] == 1 and "mean" in sp["generated"]["r_precision"]
+    assert "padding token alone" in res["protocol"]["samples"] and "padding token" in res["protocol"]["r_precision"]

@@ -63,7 +63,9 @@ class DAMSMScorer:
     def sentence_codes(self, captions: list[str], batch_size: int = 256) -> torch.Tensor:
         out = []
         for i in range(0, len(captions), batch_size):
-            tokens, lengths, _ = self.vocab.batch(captions[i:i + batch_size], self.max_words)
+            # a caption with no word in the DAMSM vocabulary (an unseen emoji name) is encoded from the
+            # padding token alone, as generation does in `t2igan eval`, rather than stopping the evaluation
+            tokens, lengths, _ = self.vocab.batch(captions[i:i + batch_size], self.max_words, empty="pad")
             out.append(self.text_encoder(tokens.to(self.device), lengths.to(self.device))[1].float().cpu())
         return torch.cat(out)
 

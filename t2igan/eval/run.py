@@ -135,7 +135,9 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
     result = {
         "protocol": {
             "samples": "split S with L images: N = min(n_samples, 10 * L); sample k (0..N-1) is image k % L with its "
-                       "caption number (k // L) % (captions of that image); one generated image per caption",
+                       "caption number (k // L) % (captions of that image); one generated image per caption; a "
+                       "word-vocabulary (DAMSM) text encoder drops unknown words and generates a caption left with "
+                       "no known word from the padding token alone ('vocabulary' counts them)",
             "seeds": f"samples are generated in batches of {batch_size} in order k; batch b (samples "
                      f"b*{batch_size}..) is pipe.generate(captions, seed={seed} + b, n=1)",
             "attribute_accuracy": "evaluator argmax on each attribute the sample's caption names, per attribute over "
@@ -154,7 +156,8 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
             "r_precision": f"DAMSM global image code vs sentence codes of the true caption + 99 random captions of other "
                            f"images of split S (text differs from the true caption; drawn with seed {seed}); hit = "
                            f"true caption ranks first by cosine; mean +- std over {rp_bins} contiguous bins of the N "
-                           "samples; ceiling: the real image of each sample",
+                           "samples; ceiling: the real image of each sample; a caption with no word in the DAMSM "
+                           "vocabulary is encoded from the padding token alone (id 0, length 1)",
             "clip_score": "torchmetrics CLIPScore on the N (generated image, its caption) pairs = max(100 * mean cosine "
                           "of CLIP's projected image and text embeddings, 0) (the clamp is on the mean); generated "
                           "images rounded to uint8, then CLIP's own processor (see clip.preprocess); ceiling: the "
@@ -230,7 +233,8 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
         bar = tqdm(starts, desc=f"eval {s}", unit="batch", disable=not progress, dynamic_ncols=True)
         for b, start in enumerate(bar):
             caps = captions[start:start + batch_size]
-            imgs = pipe.generate(caps, seed=seed + b, n=1)
+            with EmptyCaptionsAsPadding(pipe):  # unseen words (emoji test names): as for caption sets
+                imgs = pipe.generate(caps, seed=seed + b, n=1)
             imgs = _check_generated(imgs, len(caps))
             if result["generated_image_size"] is None:
                 result["generated_image_size"] = [int(imgs.shape[-2]), int(imgs.shape[-1])]
@@ -516,7 +520,7 @@ def _clip_split(clip, ds, img_idx, cap_idx, gen_pairs, gen_size, seed, bins, bat
 def _diversity_split(pipe, extractor, captions, real_u8, k, seed):
     from t2igan.eval.metrics import pairwise_diversity
 
-    with torch.no_grad():
+    with torch.no_grad(), EmptyCaptionsAsPadding(pipe):
         imgs = _check_generated(pipe.generate(captions, seed=seed + 1000003, n=k), len(captions) * k)
         gen = pairwise_diversity(extractor(imgs), len(captions))
         g = torch.Generator().manual_seed(seed)

@@ -12,6 +12,7 @@ The protocol, sample counts and the feature extractors are written into the resu
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -95,6 +96,17 @@ def _u8(ds, size: int) -> torch.Tensor:
     return torch.from_numpy(np.array(ds.images_uint8(size))).permute(0, 3, 1, 2).contiguous()
 
 
+def _empty_captions_as_padding(fn):
+    """Run ``fn(pipe, ...)`` with ``pipe`` generating a caption that keeps no known word from the
+    padding token (``EmptyCaptionsAsPadding``), restoring the pipeline's policy afterwards."""
+    @functools.wraps(fn)
+    def wrapped(pipe, *args, **kwargs):
+        with EmptyCaptionsAsPadding(pipe):
+            return fn(pipe, *args, **kwargs)
+    return wrapped
+
+
+@_empty_captions_as_padding
 def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"), n_samples: int = 5000,
                       batch_size: int = 100, seed: int = 0, device=None, progress: bool = True, inception=None,
                       damsm=None, diversity_captions: int = 0, diversity_k: int = 8, is_splits: int = 10,
@@ -233,8 +245,7 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
         bar = tqdm(starts, desc=f"eval {s}", unit="batch", disable=not progress, dynamic_ncols=True)
         for b, start in enumerate(bar):
             caps = captions[start:start + batch_size]
-            with EmptyCaptionsAsPadding(pipe):  # unseen words (emoji test names): as for caption sets
-                imgs = pipe.generate(caps, seed=seed + b, n=1)
+            imgs = pipe.generate(caps, seed=seed + b, n=1)
             imgs = _check_generated(imgs, len(caps))
             if result["generated_image_size"] is None:
                 result["generated_image_size"] = [int(imgs.shape[-2]), int(imgs.shape[-1])]
@@ -404,7 +415,7 @@ def _caption_set_entry(pipe, cs, evaluator, extractor, data_root, n_samples, bat
     vocab = word_vocabulary(pipe)
     preds: dict[str, list] = {k: [] for k in values}
     bar = tqdm(range(0, N, batch_size), desc=f"eval {cs.name}", unit="batch", disable=not progress, dynamic_ncols=True)
-    with EmptyCaptionsAsPadding(pipe), torch.no_grad():
+    with torch.no_grad():
         for b, start in enumerate(bar):
             chunk = caps[start:start + batch_size]
             imgs = _check_generated(pipe.generate(chunk, seed=seed + b, n=1), len(chunk))
@@ -520,7 +531,7 @@ def _clip_split(clip, ds, img_idx, cap_idx, gen_pairs, gen_size, seed, bins, bat
 def _diversity_split(pipe, extractor, captions, real_u8, k, seed):
     from t2igan.eval.metrics import pairwise_diversity
 
-    with torch.no_grad(), EmptyCaptionsAsPadding(pipe):
+    with torch.no_grad():
         imgs = _check_generated(pipe.generate(captions, seed=seed + 1000003, n=k), len(captions) * k)
         gen = pairwise_diversity(extractor(imgs), len(captions))
         g = torch.Generator().manual_seed(seed)

@@ -68,6 +68,7 @@ def _split_row(s: dict) -> dict:
 
 def row(name: str, run: Path) -> dict:
     import yaml
+    from families_quality import train_minutes  # every process of a resumed run, summed
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     summary = json.loads((run / "train_summary.json").read_text())
@@ -75,7 +76,7 @@ def row(name: str, run: Path) -> dict:
     loss = cfg.get("loss") or {}
     return {"name": name, "run": str(run), "task": cfg.get("task"), "text_encoder": cfg.get("text_encoder"),
             "damsm_lambda": loss.get("damsm_lambda"), "damsm_words": loss.get("damsm_words", True),
-            "train_minutes": round(sum(r["wall_seconds"] for r in summary.get("runs", [summary])) / 60, 1),
+            "train_minutes": train_minutes(run),
             "steps": summary.get("step"), "images_per_s": summary.get("images_per_s"),
             "eval_files": files, "splits": {k: _split_row(v) for k, v in splits.items()}}
 

@@ -21,42 +21,39 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _minutes(run: Path) -> float:
+def train_minutes(run: Path) -> float:
     summary = json.loads((run / "train_summary.json").read_text())
     return round(sum(r["wall_seconds"] for r in summary.get("runs", [summary])) / 60, 1)
 
 
-def prerequisites(run: Path) -> dict[str, float]:
-    """Training minutes of the runs this run builds on (from its saved config.yaml)."""
-    import yaml
-
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
+def prerequisites(cfg: dict) -> dict[str, float]:
+    """Training minutes of the runs this run builds on (from its saved config.yaml, ``cfg``)."""
     found = {}
     for key, value in (("model.stage1", (cfg.get("model") or {}).get("stage1")), ("stream", cfg.get("stream"))):
         if value:
-            found[key] = {"run": value, "train_minutes": _minutes(Path(value))}
+            found[key] = {"run": value, "train_minutes": train_minutes(Path(value))}
     return found
 
 
-def damsm_lambda(run: Path) -> float:
+def damsm_lambda(cfg: dict) -> float:
     """Weight of the DAMSM loss on the generator (``model.damsm_lambda``, DF-GAN ``loss.damsm_lambda``)."""
-    import yaml
-
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
     return float((cfg.get("model") or {}).get("damsm_lambda") or (cfg.get("loss") or {}).get("damsm_lambda") or 0.0)
 
 
 def row(run: Path) -> dict:
+    import yaml
+
     from t2igan.pipeline import Pipeline
 
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
     summary = json.loads((run / "train_summary.json").read_text())
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     index = json.loads((run / "pipeline" / "model_index.json").read_text())
     pipe = Pipeline.from_pretrained(run / "pipeline")
     out = {"run": str(run), "family": index.get("family"), "image_size": pipe.image_size,
            "generator_params": sum(p.numel() for p in pipe.generator.parameters()),
-           "train_minutes": _minutes(run), "steps": summary["step"],
-           "prerequisites": prerequisites(run), "damsm_lambda": damsm_lambda(run),
+           "train_minutes": train_minutes(run), "steps": summary["step"],
+           "prerequisites": prerequisites(cfg), "damsm_lambda": damsm_lambda(cfg),
            "batch_size": summary["batch_size"], "threads": summary["threads"],
            "images_per_s": summary["images_per_s"], "eval_samples_per_split": None, "splits": {}}
     for split, s in metrics["splits"].items():

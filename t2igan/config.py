@@ -140,6 +140,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the family's compilable forward modules
     compile_backend: str = "inductor"  # torch.compile backend (aot_eager: no C++ compiler needed)
     adam: str = "default"  # Adam implementation: default | foreach | fused
+    fused_upsample: bool = False  # DF-GAN generator: upsample + 3x3 conv as one transposed conv (same function)
 
 
 # ----------------------------------------------------------------------------- run configs

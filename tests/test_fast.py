@@ -2,6 +2,7 @@
 stays close to the fp32 reference, and impossible values are refused."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -31,6 +32,7 @@ def fit(cfg):
     {"train.channels_last": True},
     {"train.adam": "foreach"},
     {"train.adam": "fused"},
+    {"train.fused_upsample": True},
     # the C++ toolchain is not assumed; tracing takes ~20 s on 2 cores
     pytest.param({"train.compile": True, "train.compile_backend": "aot_eager"}, marks=pytest.mark.slow),
 ])
@@ -84,8 +86,6 @@ def _step_pair(tiny_data, tiny_damsm, tmp_path):
 
 
 def _one_step(tr, batch: Batch, precision: str, channels_last: bool):
-    import copy
-
     step = copy.deepcopy(tr.task)
     step.wrap(lambda name, m: m)
     if channels_last:
@@ -114,6 +114,48 @@ def test_channels_last_and_bf16_close_to_fp32(tiny_data, tiny_damsm, tmp_path):
     torch.testing.assert_close(cl_img, ref_img, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(bf_img, ref_img, rtol=0, atol=5e-2)  # bf16: 8 mantissa bits
     assert (bf_img - ref_img).abs().max() > 0  # autocast really ran in bf16
+
+
+@pytest.mark.parametrize("cin,cout,h", [(4, 4, 1), (6, 3, 4), (3, 5, 7)])
+def test_upsample_conv_is_upsample_then_conv(cin, cout, h):
+    """The transposed-convolution form of nearest 2x upsampling + 3x3 conv is the same function
+    (float64: equal to rounding), including the borders (zero padding)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(cin, cout, 3, 1, 1).double()
+    x = torch.randn(2, cin, h, h, dtype=torch.float64)
+    ref = conv(torch.nn.functional.interpolate(x, scale_factor=2))
+    torch.testing.assert_close(dfgan.upsample_conv3x3(x, conv), ref, rtol=0, atol=1e-12)
+
+
+def test_fused_upsample_generator_same_function_and_gradients():
+    torch.manual_seed(0)
+    ref = dfgan.NetG(ngf=4, nz=8, cond_dim=6, imsize=32).double()
+    with torch.no_grad():  # away from the identity initialisation of the affines
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    fused = fast.set_fused_upsample(copy.deepcopy(ref))
+    assert all(b.fused_upsample for b in fused.GBlocks) and not any(b.fused_upsample for b in ref.GBlocks)
+    noise, sent = torch.randn(3, 8, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
+    outs = []
+    for g in (ref, fused):
+        y = g(noise, sent)
+        y.square().sum().backward()
+        outs.append((y, {n: p.grad for n, p in g.named_parameters()}))
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=0, atol=1e-12)
+    for n, grad in outs[0][1].items():
+        torch.testing.assert_close(outs[1][1][n], grad, rtol=1e-10, atol=1e-10, msg=n)
+
+
+def test_fused_upsample_switch_reaches_generator_and_ema(tiny_data, tiny_damsm, tmp_path):
+    from t2igan.cli import build_training
+
+    tr = build_training(dfgan_config(tiny_data, tiny_damsm, tmp_path / "f", **{"train.fused_upsample": True}), resume=False)
+    tr.setup_fast_paths()
+    for g in (tr.task.netG, tr.ema):
+        assert [b.fused_upsample for b in g.GBlocks] == [True] * len(g.GBlocks)
+    ref = build_training(dfgan_config(tiny_data, tiny_damsm, tmp_path / "r"), resume=False)
+    ref.setup_fast_paths()
+    assert not any(b.fused_upsample for b in ref.task.netG.GBlocks)
 
 
 def test_global_batchnorm_equals_batchnorm_on_one_process():

@@ -8,6 +8,8 @@ Every switch is a ``train.*`` config key whose default is the plain reference pa
 - ``train.compile``: ``torch.compile`` the forward modules a family lists as compilable
   (networks under a double backward, such as DF-GAN's discriminator, are not).
 - ``train.adam``: ``default`` | ``foreach`` | ``fused`` Adam.
+- ``train.fused_upsample``: blocks with a ``fused_upsample`` attribute (DF-GAN's ``GBlock``)
+  compute upsample + convolution on the low-resolution input (same function, fewer FLOPs).
 
 A family's step reads ``self.precision`` (a :class:`Precision`) and calls its forward modules
 through the callables the trainer installs with ``step.wrap(fn)`` (DDP and/or compile).
@@ -112,6 +114,14 @@ def to_channels_last(module: nn.Module) -> nn.Module:
     return module.to(memory_format=torch.channels_last)
 
 
+def set_fused_upsample(module: nn.Module, on: bool = True) -> nn.Module:
+    """Switch every submodule that offers ``fused_upsample`` (DF-GAN ``GBlock``) to it."""
+    for m in module.modules():
+        if hasattr(type(m), "fused_upsample"):
+            m.fused_upsample = on
+    return module
+
+
 def all_gather_rows(x: torch.Tensor, world: World) -> torch.Tensor:
     """Rows of every rank in global batch order (no gradient).
 
@@ -188,11 +198,13 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
 
 def prepare_step(task, tc, device: torch.device, world: World | None = None) -> None:
     """Apply the ``train.*`` fast paths and the process setup to a family's step (its modules
-    already on ``device``): channels_last, precision, global BatchNorm, DDP, torch.compile."""
+    already on ``device``): channels_last, fused upsampling, precision, global BatchNorm, DDP, torch.compile."""
     world = world or World()
-    if tc.channels_last:
-        for m in task.modules.values():
+    for m in task.modules.values():
+        if tc.channels_last:
             to_channels_last(m)
+        if tc.fused_upsample:
+            set_fused_upsample(m)
     task.precision = Precision(tc.precision, device)
     task.world = world
     if world.distributed:

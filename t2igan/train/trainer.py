@@ -188,6 +188,8 @@ class Trainer:
             torch.cuda.set_device(self.device)
         if self.tc.channels_last and self.ema is not None:
             fast.to_channels_last(self.ema)
+        if self.tc.fused_upsample and self.ema is not None:
+            fast.set_fused_upsample(self.ema)
         fast.prepare_step(self.task, self.tc, self.device, self.world)
 
     def reduce_logs(self, logs: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -22,8 +22,18 @@ Measured:
   every parameter is compared after ``--parity-steps`` steps;
 - throughput: training images/s of each, in alternating rounds (ours, theirs, ours, ...)
   so that load on the shared machine hits both alike; the ratio is the median of the
-  per-round ratios. Our side runs in its reference configuration and, separately, with
-  the fast-path switches given by ``--fast`` (config overrides, e.g. ``train.adam=foreach``).
+  per-round ratios. Our side runs in its reference configuration and, separately, in each
+  ``--variant NAME=OVERRIDE[,OVERRIDE...]`` (fast-path switches, e.g.
+  ``fused=train.fused_upsample=true``);
+- accuracy: one SGD(lr=1) step of each of our variants in float32 against our reference
+  path run in float64 on the same float32 inputs and noise (relative gradient error per
+  tensor). A fast path that computes the same function should be as close to float64 as the
+  reference path is; a larger error means its float32 arithmetic is worse, not different.
+  Measured on two batches: the benchmark's own, whose sentences come from a random-weight
+  text encoder and are nearly parallel (so are the random discriminator's features of the
+  random images), which makes the matched and mismatched D terms nearly cancel and the
+  gradient ill-conditioned; and the same batch with distinct sentences (independent normal
+  vectors in place of the encoder's).
 
 Result: ``benchmarks/results/official_dfgan.json``.
 """
@@ -42,6 +52,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from torch import nn
 
 from machine import describe  # benchmarks/machine.py (run as a script from the repo root)
 
@@ -120,8 +131,34 @@ class Ours:
             self.step.train_step(our_batch(b, self.channels_last), self.k)
             self.k += 1
 
+    def sgd(self) -> "Ours":
+        """Plain SGD(lr=1): one step's update is minus the gradient."""
+        self.step.optimizers = {"G": torch.optim.SGD(self.step.g_params, lr=1.0),
+                                "D": torch.optim.SGD(self.step.d_params, lr=1.0)}
+        return self
+
     def params(self) -> dict[str, torch.Tensor]:
         return {f"{n}.{k}": v.detach().clone() for n, m in self.step.modules.items() for k, v in m.state_dict().items()}
+
+
+class DistinctSentences(nn.Module):
+    """Text-encoder stand-in: an independent normal sentence vector per caption row."""
+
+    def __init__(self, nef: int):
+        super().__init__()
+        self.nef = nef
+
+    def forward(self, tokens, lengths):
+        g = torch.Generator().manual_seed(int(tokens.sum()))
+        sent = torch.randn(tokens.size(0), self.nef, generator=g).to(torch.get_default_dtype())
+        return None, sent, None
+
+
+def mean_pairwise_cosine(x: torch.Tensor) -> float:
+    x = nn.functional.normalize(x.double().flatten(1), dim=1)
+    c = x @ x.t()
+    n = c.size(0)
+    return ((c.sum() - c.diagonal().sum()) / (n * (n - 1))).item()
 
 
 class Theirs:
@@ -151,6 +188,46 @@ class Theirs:
                 for k, v in m.state_dict().items()}
 
 
+@contextlib.contextmanager
+def float64_with_float32_draws():
+    """Default dtype float64, but ``torch.randn`` draws float32 numbers (then cast), so that a
+    float64 run of the step sees the same noise as the float32 runs."""
+    saved_randn, saved_dtype = torch.randn, torch.get_default_dtype()
+
+    def randn(*size, dtype=None, **kw):
+        return saved_randn(*size, dtype=torch.float32, **kw).to(dtype or torch.get_default_dtype())
+
+    torch.randn = randn
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.randn = saved_randn
+        torch.set_default_dtype(saved_dtype)
+
+
+def sgd_update(runner: Ours, init: dict[str, dict], batch: dict, dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """Parameter change of one SGD(lr=1) step (= minus the gradient), in float64."""
+    for m in runner.step.modules.values():
+        m.to(dtype)
+    runner.step.text_encoder.to(dtype)
+    runner.sgd()
+    b = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
+    torch.manual_seed(3)
+    ctx = float64_with_float32_draws() if dtype == torch.float64 else contextlib.nullcontext()
+    with ctx:
+        runner.run([b])
+    p0 = {f"{m}.{k}": v.double() for m, sd in init.items() for k, v in sd.items()}
+    return {k: v.double() - p0[k] for k, v in runner.params().items()}
+
+
+def relative_errors(update: dict[str, torch.Tensor], truth: dict[str, torch.Tensor]) -> dict:
+    rel = {k: ((update[k] - truth[k]).norm() / truth[k].norm()).item() for k in truth if truth[k].norm() > 0}
+    worst = max(rel, key=rel.get)
+    return {"median_rel_gradient_error": statistics.median(rel.values()),
+            "max_rel_gradient_error": rel[worst], "worst_param": worst}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("official", type=Path, help="checkout of github.com/tobran/DF-GAN")
@@ -161,9 +238,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="training steps per timed round")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--parity-steps", type=int, default=3)
-    ap.add_argument("--fast", nargs="*", default=["train.adam=foreach"], help="config overrides of our fast run")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
+                    help="one of our fast-path variants (repeatable; default: fused_upsample, + channels_last, + compile)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "official_dfgan.json")
     a = ap.parse_args()
+    specs = a.variant or ["fused_upsample=train.fused_upsample=true",
+                          "fused_upsample+channels_last=train.fused_upsample=true,train.channels_last=true",
+                          "fused_upsample+channels_last+compile=train.fused_upsample=true,train.channels_last=true,train.compile=true"]
+    variants = {}
+    for spec in specs:
+        name, _, ov = spec.partition("=")
+        if not name or not ov:
+            raise SystemExit(f"error: --variant {spec!r} is not NAME=OVERRIDE[,OVERRIDE...]")
+        variants[name] = ov.split(",")
     torch.set_num_threads(a.threads)
     gan, modules, code = import_official(a.official)
     modules.tqdm = functools.partial(modules.tqdm, disable=True)  # its loop draws a progress bar per call
@@ -207,15 +294,14 @@ def main() -> None:
     #     float rounding into differences up to ~lr; the figure is reported, not asserted).
     batches = make_batches(a.parity_steps, a.batch, a.size, ntoken, T, seed=2)
     parity = {}
-    for label, extra in (("reference", []), ("fast", a.fast)):
+    for label, extra in (("reference", []), *variants.items()):
         rec = {}
         for opt in ("sgd_lr1_one_step", "adam_official"):
             ours = Ours(cfg_with(extra), vocab, enc, enc_args, init)
             theirs = Theirs(gan, modules, args, enc, init)
             n = 1 if opt.startswith("sgd") else a.parity_steps
             if opt.startswith("sgd"):
-                ours.step.optimizers = {"G": torch.optim.SGD(ours.step.g_params, lr=1.0),
-                                        "D": torch.optim.SGD(ours.step.d_params, lr=1.0)}
+                ours.sgd()
                 theirs.optG = torch.optim.SGD(theirs.netG.parameters(), lr=1.0)
                 theirs.optD = torch.optim.SGD(list(theirs.netD.parameters()) + list(theirs.netC.parameters()), lr=1.0)
             torch.manual_seed(3)
@@ -239,13 +325,29 @@ def main() -> None:
         parity[label] = rec
         print(f"parity ({label}): {json.dumps(rec)}", flush=True)
 
+    # ---------------- accuracy: float32 paths against our reference path in float64
+    with torch.no_grad():
+        _, sent0, _ = enc(batches[0]["tokens"], batches[0]["lengths"])
+        feats0 = init_step.netD(batches[0]["images"])
+    accuracy = {"conditioning": {
+        "benchmark_batch_sentence_mean_pairwise_cosine": mean_pairwise_cosine(sent0),
+        "benchmark_batch_real_feature_mean_pairwise_cosine": mean_pairwise_cosine(feats0)}}
+    for batch_label, text in (("benchmark_batch", enc), ("distinct_sentences", DistinctSentences(nef))):
+        truth = sgd_update(Ours(cfg, vocab, copy.deepcopy(text), enc_args, init), init, batches[0], torch.float64)
+        rec = {}
+        for label, extra in (("reference", []), *variants.items()):
+            upd = sgd_update(Ours(cfg_with(extra), vocab, copy.deepcopy(text), enc_args, init), init, batches[0])
+            rec[label] = relative_errors(upd, truth)
+            print(f"float32 vs float64 ({batch_label}, {label}): {json.dumps(rec[label])}", flush=True)
+        accuracy[batch_label] = rec
+
     # ---------------- throughput
     batches = make_batches(a.steps, a.batch, a.size, ntoken, T, seed=4)
     runners = {"official": Theirs(gan, modules, args, enc, init),
                "ours": Ours(cfg, vocab, enc, enc_args, init),
-               "ours_fast": Ours(cfg_with(a.fast), vocab, enc, enc_args, init)}
-    for r in runners.values():  # warm-up
-        r.run(batches[:1])
+               **{f"ours_{k}": Ours(cfg_with(v), vocab, enc, enc_args, init) for k, v in variants.items()}}
+    for r in runners.values():  # warm-up: one untimed round (allocator, oneDNN primitives, compilation)
+        r.run(batches)
     times: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(a.rounds):
         for k, r in runners.items():
@@ -253,12 +355,12 @@ def main() -> None:
             r.run(batches)
             times[k].append(time.perf_counter() - t)
     ips = {k: [a.steps * a.batch / t for t in v] for k, v in times.items()}
-    ratio = {k: statistics.median(o / t for o, t in zip(ips[k], ips["official"])) for k in ("ours", "ours_fast")}
+    ratio = {k: statistics.median(o / t for o, t in zip(ips[k], ips["official"])) for k in runners if k != "official"}
     result = {
         "benchmark": "DF-GAN training step: t2igan vs official tobran/DF-GAN (code/lib/modules.py train())",
         "official_checkout": str(a.official), "machine": describe(), "threads": torch.get_num_threads(),
         "settings": {"image_size": a.size, "ngf": a.ngf, "ndf": a.ngf, "nz": 100, "cond_dim": nef, "batch_size": a.batch,
-                     "steps_per_round": a.steps, "rounds": a.rounds, "fast_overrides": a.fast,
+                     "steps_per_round": a.steps, "rounds": a.rounds, "variants": variants,
                      "text_encoder": "t2igan DAMSM TextEncoder (random weights) on both sides"},
         "images_per_s_median": {k: round(statistics.median(v), 2) for k, v in ips.items()},
         "images_per_s_rounds": {k: [round(x, 2) for x in v] for k, v in ips.items()},
@@ -266,6 +368,7 @@ def main() -> None:
         "target_ratio": 1.5,
         "generator_same_weights_max_abs_diff": gen_diff,
         "training_parity": parity,
+        "float32_vs_float64_one_sgd_step": accuracy,
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")

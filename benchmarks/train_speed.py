@@ -47,8 +47,12 @@ VARIANTS = {
     "bf16": ["train.precision=bf16"],
     "bf16+channels_last": ["train.precision=bf16", "train.channels_last=true"],
     "compile": ["train.compile=true"],
+    "fused_upsample": ["train.fused_upsample=true"],
+    "fused_upsample+channels_last": ["train.fused_upsample=true", "train.channels_last=true"],
+    "fused_upsample+compile": ["train.fused_upsample=true", "train.compile=true"],
     "fp16": ["train.precision=fp16"],
-    "fast": ["train.adam=foreach", "train.channels_last=true", "train.precision=bf16", "train.compile=true"],
+    "fast": ["train.adam=foreach", "train.channels_last=true", "train.precision=bf16", "train.compile=true",
+             "train.fused_upsample=true"],
 }
 MODELS = {"dfgan64": "configs/dfgan_synth64.yaml", "dfgan256": "configs/dfgan_synth256.yaml", "damsm": "configs/damsm_synth64.yaml"}
 WORDS = "this flower has red blue pink white yellow petals and a center the middle is round pointed thin large small".split()
@@ -201,8 +205,15 @@ def bench_model(model: str, variants: list[str], a, device) -> dict:
 
 @torch.no_grad()
 def bench_generation(step: DFGANStep, cfg, device, a) -> dict:
-    """Text encoder + generator in eval mode: latency of 1 image, throughput of a batch of 64."""
-    G = copy.deepcopy(step.netG).eval()
+    """Text encoder + generator in eval mode: latency of 1 image, throughput of a batch of 64;
+    the generator as built (reference) and with ``fused_upsample`` (under that key)."""
+    res = _bench_generation(copy.deepcopy(step.netG), step, cfg, device, a)
+    res["fused_upsample"] = _bench_generation(fast.set_fused_upsample(copy.deepcopy(step.netG)), step, cfg, device, a)
+    return res
+
+
+def _bench_generation(G, step: DFGANStep, cfg, device, a) -> dict:
+    G.eval()
     enc = step.text_encoder.eval()
     T = cfg.data.max_words
     res = {}

@@ -200,7 +200,7 @@ def cmd_sample(a) -> None:
 
     if a.n < 1 or a.n > 64:
         raise T2IError(f"-n must be between 1 and 64, got {a.n}")
-    pipe = Pipeline.from_pretrained(a.run, device=a.device)
+    pipe = Pipeline.from_pretrained(a.run, device=a.device, fused_upsample=a.fused_upsample)
     stages = pipe.generate(a.captions, seed=a.seed, n=a.n, truncation=a.truncation, return_all_stages=True)
     imgs, nrow, note = stages[-1], a.n, ""
     if a.all_stages and len(stages) > 1:  # each image's stages side by side, upsampled to the final size
@@ -426,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--truncation", type=float, default=None, help="clamp noise to [-t, t]")
     sm.add_argument("--device", default="cpu")
+    sm.add_argument("--fused-upsample", action="store_true",
+                    help="DF-GAN: upsampling blocks in their fused form (same function, fewer FLOPs)")
     sm.add_argument("--all-stages", action="store_true",
                     help="multi-stage models (StackGAN, StackGAN++, AttnGAN, MirrorGAN): every stage side by side")
     sm.set_defaults(func=cmd_sample)

@@ -200,7 +200,11 @@ class Pipeline:
         return self
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "Pipeline":
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
+                        fused_upsample: bool = False) -> "Pipeline":
+        """``fused_upsample``: run a DF-GAN generator's upsampling blocks in their fused form
+        (``train.fused_upsample``: the same function with fewer FLOPs, outputs equal to float
+        rounding); refused for a generator that has no such blocks."""
         d = resolve_dir(path)
         info = ckpt.read_json(d / MODEL_INDEX)
         if info.get("format") != "t2igan-pipeline":
@@ -216,7 +220,23 @@ class Pipeline:
         else:
             enc, _, vocab, max_words = load_text_encoder(d)
         gen = _build_generator(family, d)
-        return cls(vocab, enc, gen, family, max_words, info).to(device)
+        pipe = cls(vocab, enc, gen, family, max_words, info).to(device)
+        if fused_upsample:
+            try:
+                pipe.use_fused_upsample()
+            except T2IError as e:
+                raise T2IError(f"{d}: {e}") from None
+        return pipe
+
+    def use_fused_upsample(self) -> "Pipeline":
+        """Switch a DF-GAN generator's upsampling blocks to their fused form (same function, fewer
+        FLOPs; ``train.fused_upsample``); refused for a generator that has none."""
+        from t2igan.models.dfgan import set_fused_upsample
+
+        if set_fused_upsample(self.generator) == 0:
+            raise T2IError(f"fused_upsample is for DF-GAN generators; the {self.family} generator has no upsampling "
+                           "block that supports it")
+        return self
 
     @torch.inference_mode()
     def encode(self, captions: list[str]):

@@ -167,6 +167,8 @@ SMALL = {
 
 def _pipeline_checks(run, sizes, tmp_path, attention=False):
     pipe = Pipeline.from_pretrained(run)
+    with pytest.raises(T2IError, match="fused_upsample is for DF-GAN generators"):
+        Pipeline.from_pretrained(run, fused_upsample=True)
     a = pipe.generate(CAPS, seed=1, n=2)
     assert a.shape == (4, 3, sizes[-1], sizes[-1]) and 0 <= a.min() and a.max() <= 1
     assert torch.equal(a, pipe.generate(CAPS, seed=1, n=2))

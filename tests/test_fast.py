@@ -133,7 +133,8 @@ def test_fused_upsample_generator_same_function_and_gradients():
     with torch.no_grad():  # away from the identity initialisation of the affines
         for p in ref.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    fused = fast.set_fused_upsample(copy.deepcopy(ref))
+    fused = copy.deepcopy(ref)
+    assert dfgan.set_fused_upsample(fused) == len(fused.GBlocks)
     assert all(b.fused_upsample for b in fused.GBlocks) and not any(b.fused_upsample for b in ref.GBlocks)
     noise, sent = torch.randn(3, 8, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
     outs = []

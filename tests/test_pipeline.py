@@ -61,6 +61,22 @@ def test_damsm_run_is_not_a_generator(tiny_damsm):
         Pipeline.from_pretrained(tiny_damsm)
 
 
+def test_fused_upsample_pipeline_same_images(tiny_dfgan, tmp_path):
+    """Generation with the fused upsampling blocks: the same images to float rounding, from
+    the API and the CLI."""
+    ref = Pipeline.from_pretrained(tiny_dfgan)
+    fused = Pipeline.from_pretrained(tiny_dfgan, fused_upsample=True)
+    assert all(b.fused_upsample for b in fused.generator.GBlocks)
+    assert not any(b.fused_upsample for b in ref.generator.GBlocks)
+    caps = ["this flower has red petals", "a small flower with a yellow center"]
+    torch.testing.assert_close(fused.generate(caps, seed=3, n=2), ref.generate(caps, seed=3, n=2), rtol=0, atol=1e-5)
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    assert main(["sample", str(tiny_dfgan), caps[0], "-o", str(a)]) == 0
+    assert main(["sample", str(tiny_dfgan), caps[0], "-o", str(b), "--fused-upsample"]) == 0
+    diff = (torch.tensor(list(Image.open(a).getdata())) - torch.tensor(list(Image.open(b).getdata()))).abs()
+    assert diff.max() <= 1  # 8-bit images: at most one level of rounding apart
+
+
 def test_sample_cli(tiny_dfgan, tmp_path, capsys):
     out = tmp_path / "o.png"
     assert main(["sample", str(tiny_dfgan), "this flower has red petals", "-n", "3", "-o", str(out)]) == 0

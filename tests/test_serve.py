@@ -41,6 +41,16 @@ def served(pipe):
     app.state.close()
 
 
+def test_fused_upsample_setting_reaches_served_generator(tiny_dfgan):
+    client, app = make(Pipeline.from_pretrained(tiny_dfgan), fused_upsample=True)
+    try:
+        assert all(b.fused_upsample for b in app.state.workers["tiny"].pipe.generator.GBlocks)
+        r = client.post("/v1/generate", json={"captions": [CAP]}, headers=AUTH)
+        assert r.status_code == 200, r.text
+    finally:
+        app.state.close()
+
+
 def png(b64: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
 

@@ -97,6 +97,17 @@ class GBlock(nn.Module):
         return sc + h
 
 
+def set_fused_upsample(module: nn.Module, on: bool = True) -> int:
+    """Switch every submodule that offers ``fused_upsample`` (DF-GAN ``GBlock``) to it; returns
+    how many were switched."""
+    n = 0
+    for m in module.modules():
+        if hasattr(type(m), "fused_upsample"):
+            m.fused_upsample = on
+            n += 1
+    return n
+
+
 class DBlock(nn.Module):
     """Down-sampling residual block with a learnt residual gain ``gamma`` (starts at 0)."""
 

@@ -81,6 +81,7 @@ class Settings:
     exact: bool = False  # pad forward passes so an image never depends on its batch (slower)
     token: str | None = None  # bearer token for /v1/*; None: open
     device: str = "cpu"
+    fused_upsample: bool = False  # DF-GAN generators: fused upsampling blocks (same function, fewer FLOPs)
     extra: dict = field(default_factory=dict)
 
 
@@ -109,12 +110,14 @@ def parse_model_args(specs: list[str]) -> dict[str, str]:
     return out
 
 
-def _load(models: dict, device: str) -> dict[str, Pipeline]:
+def _load(models: dict, device: str, fused_upsample: bool = False) -> dict[str, Pipeline]:
     if not models:
         raise T2IError("no model to serve")
     pipes = {}
     for name, m in models.items():
         pipes[name] = m if isinstance(m, Pipeline) else Pipeline.from_pretrained(m, device=device)
+        if fused_upsample:
+            pipes[name].use_fused_upsample()
     return pipes
 
 
@@ -123,7 +126,7 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
     """``models``: name -> run/pipeline folder or a loaded ``Pipeline``. Loads them and starts one
     batching worker per model (stopped by ``app.state.close()`` or at server shutdown)."""
     s = settings or Settings()
-    pipes = _load(models, s.device)
+    pipes = _load(models, s.device, s.fused_upsample)
     workers = {name: ModelWorker(name, p, batching=s.batching, max_batch=s.max_batch, max_wait_ms=s.max_wait_ms,
                                  max_queue=s.max_queue, exact=s.exact) for name, p in pipes.items()}
     default_model = next(iter(pipes))

@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with")
     p.add_argument("--exact", action="store_true",
                    help="pad small forward passes so an image never depends on what it was batched with (slower)")
+    p.add_argument("--fused-upsample", action="store_true",
+                   help="DF-GAN models: upsampling blocks in their fused form (same function, fewer FLOPs)")
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests per model before 503")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request before 504")
     p.add_argument("--max-caption-chars", type=int, default=300)
@@ -55,7 +57,8 @@ def settings_from_args(a):
     return Settings(max_caption_chars=a.max_caption_chars, max_captions=a.max_captions, max_n=a.max_n,
                     max_images=a.max_images, max_body_bytes=a.max_body_bytes, max_queue=a.max_queue,
                     timeout_s=a.timeout, batching=a.batching, max_batch=a.max_batch, max_wait_ms=a.max_wait_ms,
-                    exact=a.exact, token=token_from_env(a.token), device=a.device)
+                    exact=a.exact, token=token_from_env(a.token), device=a.device,
+                    fused_upsample=a.fused_upsample)
 
 
 def _is_loopback(host: str) -> bool:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from t2igan import T2IError
+from t2igan.models import dfgan
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 ADAMS = ("default", "foreach", "fused")
@@ -114,14 +115,6 @@ def to_channels_last(module: nn.Module) -> nn.Module:
     return module.to(memory_format=torch.channels_last)
 
 
-def set_fused_upsample(module: nn.Module, on: bool = True) -> nn.Module:
-    """Switch every submodule that offers ``fused_upsample`` (DF-GAN ``GBlock``) to it."""
-    for m in module.modules():
-        if hasattr(type(m), "fused_upsample"):
-            m.fused_upsample = on
-    return module
-
-
 def all_gather_rows(x: torch.Tensor, world: World) -> torch.Tensor:
     """Rows of every rank in global batch order (no gradient).
 
@@ -204,7 +197,7 @@ def prepare_step(task, tc, device: torch.device, world: World | None = None) -> 
         if tc.channels_last:
             to_channels_last(m)
         if tc.fused_upsample:
-            set_fused_upsample(m)
+            dfgan.set_fused_upsample(m)
     task.precision = Precision(tc.precision, device)
     task.world = world
     if world.distributed:

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from t2igan import T2IError
 from t2igan.config import save_config
 from t2igan.data.dataset import Batch, EpochBatchSampler, TextImageDataset, augment, multiscale
+from t2igan.models import dfgan
 from t2igan.train import checkpoint as ckpt
 from t2igan.train import fast
 
@@ -189,7 +190,7 @@ class Trainer:
         if self.tc.channels_last and self.ema is not None:
             fast.to_channels_last(self.ema)
         if self.tc.fused_upsample and self.ema is not None:
-            fast.set_fused_upsample(self.ema)
+            dfgan.set_fused_upsample(self.ema)
         fast.prepare_step(self.task, self.tc, self.device, self.world)
 
     def reduce_logs(self, logs: dict[str, torch.Tensor]) -> dict[str, float]:

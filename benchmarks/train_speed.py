@@ -10,8 +10,10 @@ them); ``--batch-256`` lowers the 256x256 batch on a CPU, where one preset step 
 Variants are ``train.*`` overrides; every variant of a model starts from the same weights and
 runs in alternating rounds (reference, v1, v2, ..., reference, ...) in this one process, so
 load from other jobs hits all alike, and its ratio to the reference is the median of the
-per-round ratios. Peak memory: the CPU process's resident-set growth during the variant's
-steps (sampled every 2 ms), or ``torch.cuda.max_memory_allocated`` on a GPU.
+per-round ratios. Peak memory: on a CPU, the resident-set growth (sampled every 2 ms) while
+a fresh process runs the variant's warm-up and timed steps, from after its weights and batches
+are built (in the timing process the allocator keeps what earlier variants freed, so growth
+there depends on the order); on a GPU ``torch.cuda.max_memory_allocated``.
 
 Result: ``benchmarks/results/train_speed_<device>.json``.
 """
@@ -87,6 +89,30 @@ class PeakRSS:
     @property
     def grown(self) -> int:
         return self.peak - self.base
+
+
+def _peak_rss_child(model: str, variant: str, batch: int | None, steps: int, threads: int, conn) -> None:
+    torch.set_num_threads(threads)
+    cfg, step = build(model, VARIANTS[variant], torch.device("cpu"), batch)
+    data = batches(cfg, steps, torch.device("cpu"), len(step.vocab))
+    with PeakRSS() as rss:
+        for k, b in enumerate(data):
+            step.train_step(b, k)
+    conn.send(rss.grown)
+
+
+def fresh_process_peak_rss(model: str, variant: str, batch: int | None, steps: int, threads: int) -> int:
+    """Peak resident-set growth (bytes) of a new process running ``steps`` training steps."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_peak_rss_child, args=(model, variant, batch, steps, threads, send))
+    p.start()
+    try:
+        return recv.recv()
+    finally:
+        p.join()
 
 
 def build(model: str, extra: list[str], device: torch.device, batch: int | None):
@@ -167,16 +193,19 @@ def bench_model(model: str, variants: list[str], a, device) -> dict:
         for v, run in runs.items():
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            with PeakRSS() as rss:
-                t = time.perf_counter()
-                for k, b in enumerate(run["data"]):
-                    run["step"].train_step(b, k)
-                sync(device)
-                run["times"].append(time.perf_counter() - t)
-            m = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.grown
-            mem[v] = max(mem.get(v, 0), m)
+            t = time.perf_counter()
+            for k, b in enumerate(run["data"]):
+                run["step"].train_step(b, k)
+            sync(device)
+            run["times"].append(time.perf_counter() - t)
+            if device.type == "cuda":
+                mem[v] = max(mem.get(v, 0), torch.cuda.max_memory_allocated(device))
         print(f"  {model} round {r + 1}/{a.rounds}: " + ", ".join(
             f"{v} {len(x['data']) * x['cfg'].train.batch_size / x['times'][-1]:.2f} img/s" for v, x in runs.items()), flush=True)
+    if device.type != "cuda":
+        for v, run in runs.items():
+            mem[v] = fresh_process_peak_rss(model, v, a.batch_256 if model == "dfgan256" else None,
+                                            a.warmup + a.steps, a.threads)
     out = {"variants": {}, "errors": errors}
     ref = runs.get("reference")
     for v, run in runs.items():

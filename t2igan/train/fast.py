@@ -189,15 +189,22 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     return module
 
 
+def prepare_module(module: nn.Module, tc) -> nn.Module:
+    """The per-module fast paths (in place): ``train.channels_last`` and ``train.fused_upsample``.
+    Applied to every module of a step and to the trainer's EMA copy of the generator."""
+    if tc.channels_last:
+        to_channels_last(module)
+    if tc.fused_upsample:
+        dfgan.set_fused_upsample(module)
+    return module
+
+
 def prepare_step(task, tc, device: torch.device, world: World | None = None) -> None:
     """Apply the ``train.*`` fast paths and the process setup to a family's step (its modules
     already on ``device``): channels_last, fused upsampling, precision, global BatchNorm, DDP, torch.compile."""
     world = world or World()
     for m in task.modules.values():
-        if tc.channels_last:
-            to_channels_last(m)
-        if tc.fused_upsample:
-            dfgan.set_fused_upsample(m)
+        prepare_module(m, tc)
     task.precision = Precision(tc.precision, device)
     task.world = world
     if world.distributed:

@@ -38,7 +38,6 @@ from torch.utils.data import DataLoader
 from t2igan import T2IError
 from t2igan.config import save_config
 from t2igan.data.dataset import Batch, EpochBatchSampler, TextImageDataset, augment, multiscale
-from t2igan.models import dfgan
 from t2igan.train import checkpoint as ckpt
 from t2igan.train import fast
 
@@ -187,10 +186,8 @@ class Trainer:
         fast.init_distributed(self.world, self.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        if self.tc.channels_last and self.ema is not None:
-            fast.to_channels_last(self.ema)
-        if self.tc.fused_upsample and self.ema is not None:
-            dfgan.set_fused_upsample(self.ema)
+        if self.ema is not None:
+            fast.prepare_module(self.ema, self.tc)
         fast.prepare_step(self.task, self.tc, self.device, self.world)
 
     def reduce_logs(self, logs: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -159,6 +159,18 @@ def test_fused_upsample_switch_reaches_generator_and_ema(tiny_data, tiny_damsm, 
     assert not any(b.fused_upsample for b in ref.task.netG.GBlocks)
 
 
+def test_fused_upsample_refused_without_such_blocks(tiny_data, tmp_path):
+    from t2igan.cli import build_training
+
+    out = tmp_path / "d"
+    cfg = load_config(None, tiny_overrides(tiny_data, out, **{
+        "text.embed_dim": 16, "text.word_dim": 8, "image.width": 4, "image.image_size": 32,
+        "train.fused_upsample": True}), task="damsm")
+    with pytest.raises(T2IError, match="train.fused_upsample=true is for DF-GAN generators"):
+        build_training(cfg, resume=False)
+    assert not out.exists()  # nothing written
+
+
 def test_global_batchnorm_equals_batchnorm_on_one_process():
     torch.manual_seed(0)
     bn = torch.nn.BatchNorm2d(3)

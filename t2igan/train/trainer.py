@@ -96,7 +96,7 @@ class Trainer:
         self.out = Path(self.tc.out_dir)
         self.world = fast.world_from_env()
         self.device = device or pick_device(self.tc.device, self.world.local_rank)
-        fast.check(self.tc, self.device)
+        fast.check(self.tc, self.device, task)
         if self.tc.batch_size % self.world.size:
             raise T2IError(f"train.batch_size={self.tc.batch_size} (the global batch) is not divisible by the {self.world.size} processes")
         self.sample_captions = sample_captions

@@ -41,10 +41,10 @@ def main() -> None:
     import torch
 
     from machine import describe
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
     from t2igan.config import load_config, to_dict
     from t2igan.data.birds import load_any
-    from t2igan.text.base import load_caption_encoder
+    from t2igan.text.spec import load_caption_encoder
     from t2igan.text.cache import EmbeddingCache, flatten_captions
 
     torch.set_num_threads(a.threads)

@@ -38,7 +38,7 @@ def main() -> None:
     from t2igan.eval.evaluator import AttributeEvaluator
     from t2igan.eval.run import evaluate_pipeline
     from t2igan.pipeline import Pipeline
-    from t2igan.train import checkpoint as ckpt
+    from t2igan.core import weights as ckpt
 
     torch.set_num_threads(1)
     machine = describe()

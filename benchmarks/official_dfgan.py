@@ -64,7 +64,9 @@ from t2igan.data.dataset import Batch  # noqa: E402
 from t2igan.data.text import Vocabulary  # noqa: E402
 from t2igan.text.damsm import TextEncoder  # noqa: E402
 from t2igan.train import fast  # noqa: E402
-from t2igan.train.steps import DFGANStep  # noqa: E402
+from t2igan.families.dfgan import DFGANStep  # noqa: E402
+from t2igan.text.conditioning import Conditioning  # noqa: E402
+from t2igan.text.damsm_encoder import DAMSMCaptionEncoder  # noqa: E402
 
 
 def import_official(path: Path):
@@ -115,9 +117,14 @@ def our_batch(b: dict, channels_last: bool = False) -> Batch:
                  wrong_lengths=b["lengths"], index=torch.arange(b["images"].size(0)))
 
 
+def dfgan_text(cfg, vocab, enc, enc_args) -> Conditioning:
+    """The DAMSM text side of our DFGANStep: the batch's tokens through ``enc``."""
+    return Conditioning(DAMSMCaptionEncoder(enc, vocab, cfg.data.max_words, enc_args), [], "")
+
+
 class Ours:
     def __init__(self, cfg, vocab, enc, enc_args, init: dict[str, dict]):
-        self.step = DFGANStep(cfg, vocab, enc, enc_args)
+        self.step = DFGANStep(cfg, dfgan_text(cfg, vocab, enc, enc_args), vocab)
         for name, m in self.step.modules.items():
             m.load_state_dict(init[name])
         fast.prepare_step(self.step, cfg.train, torch.device("cpu"))  # the trainer's fast-path switches
@@ -267,7 +274,7 @@ def main() -> None:
         return load_config(None, [f"{k}={v}" for k, v in o.items()] + list(extra), task="dfgan")
 
     cfg = cfg_with([])
-    init_step = DFGANStep(cfg, vocab, enc, enc_args)
+    init_step = DFGANStep(cfg, dfgan_text(cfg, vocab, enc, enc_args), vocab)
     init = {n: copy.deepcopy(m.state_dict()) for n, m in init_step.modules.items()}
     args = SimpleNamespace(batch_size=a.batch, device=torch.device("cpu"), current_epoch=0, max_epoch=1, z_dim=100,
                            multi_gpus=False, ngf=a.ngf, imsize=a.size, cond_dim=nef)

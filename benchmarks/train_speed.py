@@ -41,7 +41,10 @@ from t2igan.data.text import Vocabulary  # noqa: E402
 from t2igan.models import dfgan  # noqa: E402
 from t2igan.text.damsm import TextEncoder  # noqa: E402
 from t2igan.train import fast  # noqa: E402
-from t2igan.train.steps import DAMSMStep, DFGANStep  # noqa: E402
+from t2igan.families.damsm import DAMSMStep  # noqa: E402
+from t2igan.families.dfgan import DFGANStep  # noqa: E402
+from t2igan.text.conditioning import Conditioning  # noqa: E402
+from t2igan.text.damsm_encoder import DAMSMCaptionEncoder  # noqa: E402
 
 VARIANTS = {
     "reference": [],
@@ -124,7 +127,8 @@ def build(model: str, extra: list[str], device: torch.device, batch: int | None)
         step = DAMSMStep(cfg, vocab)
     else:
         enc_args = dict(ntoken=len(vocab), ninput=300, nhidden=256, nlayers=1, drop_prob=0.5)
-        step = DFGANStep(cfg, vocab, TextEncoder(**enc_args), enc_args)
+        text = Conditioning(DAMSMCaptionEncoder(TextEncoder(**enc_args), vocab, cfg.data.max_words), [], "")
+        step = DFGANStep(cfg, text, vocab)
         step.to_device(device)
     for m in step.modules.values():
         m.to(device)

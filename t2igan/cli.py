@@ -89,107 +89,21 @@ def cmd_data_emoji(a) -> None:
 
 
 # ----------------------------------------------------------------------------- train
-def build_training(cfg, resume: bool):
-    """Return a Trainer for the run config (damsm | dfgan | evaluator handled by caller)."""
-    import torch
-
-    from t2igan.data.birds import load_any
-    from t2igan.data.dataset import TextImageDataset
-    from t2igan.data.text import Vocabulary
-    from t2igan.train.trainer import Trainer
-
-    data = load_any(cfg.data.root, cfg.data.split)  # folder, StackGAN/AttnGAN birds/flowers or COCO layout
-    torch.manual_seed(cfg.train.seed)  # weight initialisation is part of the seeded run
-    if cfg.task == "damsm":
-        from t2igan.train.steps import DAMSMStep
-
-        vocab_path = Path(cfg.train.out_dir) / "pipeline" / "vocab.json"
-        if resume and vocab_path.is_file():
-            vocab = Vocabulary.load(vocab_path)
-        else:
-            vocab = Vocabulary.build((c for caps in data.captions for c in caps), cfg.data.min_word_count)
-        sents = None
-        if cfg.text_encoder:  # a frozen pretrained encoder: only the image encoder trains, against its cached vectors
-            if cfg.text_encoder.split(":")[0] not in ("minilm", "clip"):
-                raise T2IError(f"text_encoder={cfg.text_encoder!r}: a damsm run trains its own text encoder (leave "
-                               "text_encoder empty) or uses a frozen pretrained one: minilm, minilm:DIR, clip:ARCH:CKPT")
-            sents = _cached_sentences(cfg, data)
-        task = DAMSMStep(cfg, vocab, sentences=sents)
-    elif cfg.task == "dfgan":
-        from t2igan.pipeline import load_text_encoder
-        from t2igan.train.steps import DFGANStep
-
-        if cfg.text_encoder.split(":")[0] in ("minilm", "clip"):  # frozen pretrained: vectors from the cache
-            from t2igan.text.base import load_caption_encoder
-            from t2igan.text.cache import CachedSentences
-
-            enc = load_caption_encoder(cfg.text_encoder)
-            sents = CachedSentences(enc, cfg.text_encoder, data.captions, Path(cfg.data.root) / ".cache" / "text_embeddings")
-            vocab = Vocabulary.build(c for caps in data.captions for c in caps)  # only for the sample-grid captions
-            task = DFGANStep(cfg, vocab, enc, {}, sentences=sents)
-        else:
-            enc, args, vocab, max_words = load_text_encoder(cfg.text_encoder.removeprefix("damsm:"))
-            if max_words != cfg.data.max_words:
-                raise T2IError(f"data.max_words={cfg.data.max_words} but the text encoder in {cfg.text_encoder} uses {max_words}")
-            task = DFGANStep(cfg, vocab, enc, args)
-    elif cfg.task == "distill":
-        from t2igan.text.distill import build_distill_step
-
-        task, vocab = build_distill_step(cfg, data, resume)
-    elif cfg.task == "sje":
-        from t2igan.text.char_cnn_rnn import SJEStep
-
-        vocab = Vocabulary.build(c for caps in data.captions for c in caps)  # batches carry tokens; SJE reads characters
-        task = SJEStep(cfg, vocab, data)
-    elif cfg.task in ("gan_int_cls", "stackgan", "stackganpp", "attngan", "mirrorgan", "stream"):
-        from t2igan.train.classic import build_classic_step
-
-        task, vocab = build_classic_step(cfg, len(data))
-    else:
-        raise T2IError(f"task {cfg.task!r} is not trained by the GAN trainer")
-    dataset = TextImageDataset(data, vocab, cfg.data.image_size, cfg.data.max_words, cfg.data.crop,
-                               progress=cfg.train.progress)
-    captions = list(cfg.train.sample_captions) or default_sample_captions(cfg.data.root, data)
-    return Trainer(cfg, task, dataset, captions, resume=resume)
-
-
-def _cached_sentences(cfg, data):
-    """The training captions' vectors from the frozen encoder ``cfg.text_encoder``, through the
-    embedding cache in DATA_ROOT/.cache/text_embeddings (computed once; the same entries as DF-GAN's)."""
-    from t2igan.text.base import load_caption_encoder
-    from t2igan.text.cache import CachedSentences
-
-    enc = load_caption_encoder(cfg.text_encoder)
-    return CachedSentences(enc, cfg.text_encoder, data.captions, Path(cfg.data.root) / ".cache" / "text_embeddings")
-
-
-def default_sample_captions(root, train_data, k: int = 8) -> list[str]:
-    from t2igan.data.birds import load_any
-
-    try:
-        d = load_any(root, "test")
-    except T2IError:
-        d = train_data
-    step = max(1, len(d) // k)
-    return [d.captions[i][0] for i in range(0, len(d), step)][:k]
-
-
 def cmd_train(a) -> None:
     from t2igan.config import load_config
+    from t2igan.train.run import train
 
     cfg = load_config(a.config, a.overrides)
-    if cfg.task == "evaluator":
-        from t2igan.eval.evaluator import train_evaluator
-
-        out = train_evaluator(cfg)
-        print(f"evaluator saved to {out}")
+    r = train(cfg, a.resume)
+    s = r["summary"]
+    if s is None:
+        print(f"{cfg.task} saved to {r['output']}")
         return
-    trainer = build_training(cfg, a.resume)
-    s = trainer.fit()
+    out = r["output"]
     print(f"trained {cfg.task} to step {s['step']} ({s['stopped_by']}) in {s['wall_seconds']:.0f} s, "
           f"{s['images_per_s']:.1f} images/s on {s['device']}")
-    print(f"run folder: {trainer.out}  (pipeline: {s['pipeline']}; samples: {s['samples']}; "
-          f"TensorBoard: tensorboard --logdir {trainer.out / 'logs'})")
+    print(f"run folder: {out}  (pipeline: {s['pipeline']}; samples: {s['samples']}; "
+          f"TensorBoard: tensorboard --logdir {out / 'logs'})")
 
 
 # ----------------------------------------------------------------------------- sample
@@ -267,7 +181,7 @@ def cmd_eval(a) -> None:
 
 
 def _eval_device(name):
-    from t2igan.train.trainer import pick_device
+    from t2igan.core.device import pick_device
 
     return pick_device(name)
 
@@ -275,9 +189,9 @@ def _eval_device(name):
 # ----------------------------------------------------------------------------- convert
 def cmd_convert_t7(a) -> None:
     from t2igan.convert.reed_t7 import convert_char_cnn_rnn
-    from t2igan.pipeline import write_model_index
+    from t2igan.core.folder import write_model_index
     from t2igan.text.char_cnn_rnn import CharCNNRNNCaptionEncoder
-    from t2igan.train import checkpoint as ckpt
+    from t2igan.core import weights as ckpt
 
     model = convert_char_cnn_rnn(a.t7, doc_length=a.doc_length)
     final = Path(a.out)
@@ -328,6 +242,7 @@ def cmd_demo(a) -> None:
     from t2igan.config import load_config
     from t2igan.data.synth import write_synthflowers
     from t2igan.pipeline import Pipeline
+    from t2igan.train.run import build_training
 
     out = Path(a.out)
     data = out / "synthflowers64"

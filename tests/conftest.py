@@ -40,7 +40,7 @@ def tiny_overrides(data: Path, out: Path, **extra) -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_damsm(tiny_data, tmp_path_factory) -> Path:
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
     from t2igan.config import load_config
 
     out = tmp_path_factory.mktemp("runs") / "damsm"
@@ -59,7 +59,7 @@ def dfgan_config(tiny_data, tiny_damsm, out, **extra):
 
 @pytest.fixture(scope="session")
 def tiny_dfgan(tiny_data, tiny_damsm, tmp_path_factory) -> Path:
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
 
     out = tmp_path_factory.mktemp("runs") / "dfgan"
     build_training(dfgan_config(tiny_data, tiny_damsm, out, **{"train.sample_every": 1, "train.snapshot_every": 1}), resume=False).fit()

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from t2igan import T2IError
-from t2igan.text.char_cnn_rnn import (ALPHABET, CharCNNRNN, CharCNNRNNCaptionEncoder, encode_chars, num_steps,
-                                      sje_loss)
+from t2igan.families.sje import sje_loss
+from t2igan.text.char_cnn_rnn import ALPHABET, CharCNNRNN, CharCNNRNNCaptionEncoder, encode_chars, num_steps
 
 from conftest import tiny_overrides
 from t7_writer import Obj, fixed_gru, hybrid_cnn_long, save_t7
@@ -54,9 +54,9 @@ def test_sje_loss_matches_reed_loop():
 
 
 def test_sje_training_and_saved_encoder(tiny_data, tmp_path):
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
     from t2igan.config import load_config
-    from t2igan.text.base import load_caption_encoder
+    from t2igan.text.spec import load_caption_encoder
 
     out = tmp_path / "sje"
     cfg = load_config(None, tiny_overrides(tiny_data, out, **{
@@ -135,7 +135,7 @@ def test_t7_converter_matches_lua_forward(tmp_path, avg, wrap):
 def test_t7_cli_convert_and_wrong_files(tmp_path, capsys):
     from t2igan.cli import main
     from t2igan.convert.reed_t7 import convert_char_cnn_rnn
-    from t2igan.text.base import load_caption_encoder
+    from t2igan.text.spec import load_caption_encoder
 
     p = tmp_path / "reed.t7"
     _write_reed_t7(p)

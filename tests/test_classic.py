@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from t2igan import T2IError
-from t2igan.cli import build_training, main
+from t2igan.cli import main
+from t2igan.train.run import build_training
 from t2igan.config import load_config
 from t2igan.models import attngan, gan_int_cls, mirrorgan, stackgan, stackganpp
 from t2igan.models.blocks import CA_NET, color_consistency_loss, compute_mean_covariance, kl_loss
 from t2igan.pipeline import Pipeline
-from t2igan.train.classic import lr_factor
+from t2igan.families.stackgan import lr_factor
 
 from conftest import tiny_overrides
 
@@ -257,7 +258,7 @@ def test_stackgan_families_take_the_damsm_loss_as_an_option(tiny_data, tiny_dams
     # the term reaches the generator: its gradient differs from the adversarial-only gradient
     torch.manual_seed(0)
     b = tr.to_batch(next(tr.batches()), 0)
-    words, sent, mask = tr.task.encode(b.tokens, b.lengths)
+    words, sent, mask = tr.task.encode(b)
     img = tr.task.netG.run(tr.task.noise(sent.size(0), sent.device), sent).images[-1]
     loss = sum(tr.task.damsm_loss(img, words, sent, mask).values())
     grads = torch.autograd.grad(loss, [p for p in tr.task.netG.parameters() if p.requires_grad], allow_unused=True)
@@ -323,7 +324,8 @@ def test_presets_load(name):
 
 
 def test_hdgan_losses_are_least_squares():
-    from t2igan.train.classic import StackGANppStep, lsgan
+    from t2igan.families.classic import lsgan
+    from t2igan.families.stackganpp import StackGANppStep
 
     assert lsgan(torch.tensor([1.0, 3.0]), True).item() == pytest.approx(2.0)
     assert lsgan(torch.tensor([1.0, 3.0]), False).item() == pytest.approx(5.0)

@@ -1,7 +1,8 @@
 import pytest
 
 from t2igan.cli import main
-from t2igan.config import ConfigError, DFGANRunConfig, load_config, save_config, to_dict
+from t2igan.config import ConfigError, load_config, save_config, to_dict
+from t2igan.families.dfgan import DFGANRunConfig
 
 
 def test_round_trip(tmp_path):

@@ -36,7 +36,7 @@ def torchrun(config: Path, overrides: list[str], nproc: int = 2) -> None:
 
 def train_here(task: str, overrides: list[str], resume: bool = False) -> None:
     """The same run on this one process (no interpreter start-up: that dominates at this size)."""
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
     from t2igan.config import load_config
 
     threads = torch.get_num_threads()
@@ -52,7 +52,7 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 
 def initial_weights(task: str, overrides: list[str]) -> dict[str, torch.Tensor]:
     """The seeded initial weights of a run (built in this process, not trained)."""
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
     from t2igan.config import load_config
 
     tr = build_training(load_config(None, overrides, task=task), resume=False)

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from t2igan import T2IError
-from t2igan.text.base import DAMSMCaptionEncoder, TextFeatures, load_caption_encoder
+from t2igan.text.base import TextFeatures
+from t2igan.text.damsm_encoder import DAMSMCaptionEncoder
+from t2igan.text.spec import load_caption_encoder
 from t2igan.text.cache import EmbeddingCache, cache_key, flatten_captions
 
 from conftest import tiny_overrides
@@ -152,7 +154,7 @@ def test_flatten_captions_offsets():
 
 # ----------------------------------------------------------------------------- distillation
 def test_distill_damsm_student_from_tiny_minilm(tiny_data, tiny_bert, tmp_path):
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
     from t2igan.config import load_config
 
     out = tmp_path / "distill"
@@ -171,7 +173,7 @@ def test_distill_damsm_student_from_tiny_minilm(tiny_data, tiny_bert, tmp_path):
 
 
 def test_distill_student_width_must_match(tiny_data, tiny_bert, tmp_path):
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
     from t2igan.config import load_config
 
     cfg = load_config(None, tiny_overrides(tiny_data, tmp_path / "d", **{
@@ -182,7 +184,7 @@ def test_distill_student_width_must_match(tiny_data, tiny_bert, tmp_path):
 
 
 def test_distill_pickle_teacher_without_embeddings_is_clear(tiny_data, tmp_path):
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
     from t2igan.config import load_config
 
     cfg = load_config(None, tiny_overrides(tiny_data, tmp_path / "d", **{"teacher.source": "pickle"}), task="distill")
@@ -244,7 +246,7 @@ def _birds_cfg(root, out, **extra):
 
 
 def test_distill_from_stackgan_embeddings_pickle(tmp_path):
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
 
     root = _birds_tree(tmp_path / "birds")
     out = tmp_path / "run"
@@ -264,7 +266,7 @@ def test_distill_refuses_bad_embedding_pickles(tmp_path):
 
     import numpy as np
 
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
     from test_formats import Evil
 
     root = _birds_tree(tmp_path / "wrong", lambda p: p.write_bytes(pickle.dumps(np.zeros((5, 10, 8), np.float32))))
@@ -283,7 +285,7 @@ def test_distill_refuses_bad_embedding_pickles(tmp_path):
 def test_distill_non_utf8_captions_are_reported(tmp_path):
     from PIL import Image
 
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
 
     root = tmp_path / "plain"
     root.mkdir()
@@ -332,13 +334,13 @@ def test_eval_embed_matrices_and_retrieval(tiny_data, tiny_damsm, tiny_bert, tmp
 def test_dfgan_conditioned_on_cached_minilm(tiny_data, tiny_damsm, tiny_bert, tmp_path):
     from conftest import dfgan_config
 
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
     from t2igan.pipeline import Pipeline
 
     out = tmp_path / "dfgan_minilm"
     trainer = build_training(dfgan_config(tiny_data, tiny_damsm, out, **{"text_encoder": f"minilm:{tiny_bert}",
                                                                           "train.sample_every": 2}), resume=False)
-    assert trainer.task.netG.cond_dim == 16 and trainer.task.sentences.table.shape[1] == 16
+    assert trainer.task.netG.cond_dim == 16 and trainer.task.text.sentences.table.shape[1] == 16
     s = trainer.fit()
     assert s["step"] == 2 and (out / "samples" / "step_0000002.png").is_file()
     cfg = json.loads((out / "pipeline" / "text_encoder" / "config.json").read_text())
@@ -349,5 +351,5 @@ def test_dfgan_conditioned_on_cached_minilm(tiny_data, tiny_damsm, tiny_bert, tm
     # the cached vector of a training caption equals the encoder's own output
     i, j = 0, 0
     cap = trainer.dataset.data.captions[i][j]
-    got = trainer.task.sentences.lookup(torch.tensor([i]), torch.tensor([j]))
+    got = trainer.task.text.sentences.lookup(torch.tensor([i]), torch.tensor([j]))
     assert torch.allclose(got, pipe.text_encoder.encode([cap]).sentence, atol=1e-5)

@@ -88,7 +88,7 @@ def test_evaluate_run_r_precision_report_and_compare(run_copy, tmp_path, monkeyp
 def test_eval_every_appends_history(tiny_data, tiny_damsm, tmp_path):
     from conftest import dfgan_config
 
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
 
     out = tmp_path / "dfgan"
     cfg = dfgan_config(tiny_data, tiny_damsm, out, **{"train.eval_every": 1, "train.eval_samples": 10})

@@ -18,7 +18,7 @@ from conftest import dfgan_config, tiny_overrides
 
 
 def fit(cfg):
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
 
     threads = torch.get_num_threads()
     try:
@@ -70,7 +70,7 @@ def test_dfgan_fp16_trains(tiny_data, tiny_damsm, tmp_path):
 def test_bad_switch_refused(tiny_data, tiny_damsm, tmp_path, key, value, match):
     if key == "train.precision" and value == "fp16" and torch.cuda.is_available():
         pytest.skip("CUDA present")
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
 
     with pytest.raises(T2IError, match=match):
         build_training(dfgan_config(tiny_data, tiny_damsm, tmp_path / "bad", **{key: value, "train.device": "cpu"}), resume=False)
@@ -78,7 +78,7 @@ def test_bad_switch_refused(tiny_data, tiny_damsm, tmp_path, key, value, match):
 
 def _step_pair(tiny_data, tiny_damsm, tmp_path):
     """A DF-GAN step and one batch, for comparing one update under two settings."""
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
 
     tr = build_training(dfgan_config(tiny_data, tiny_damsm, tmp_path / "ref"), resume=False)
     raw = next(tr.batches())
@@ -148,7 +148,7 @@ def test_fused_upsample_generator_same_function_and_gradients():
 
 
 def test_fused_upsample_switch_reaches_generator_and_ema(tiny_data, tiny_damsm, tmp_path):
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
 
     tr = build_training(dfgan_config(tiny_data, tiny_damsm, tmp_path / "f", **{"train.fused_upsample": True}), resume=False)
     tr.setup_fast_paths()
@@ -160,7 +160,7 @@ def test_fused_upsample_switch_reaches_generator_and_ema(tiny_data, tiny_damsm, 
 
 
 def test_fused_upsample_refused_without_such_blocks(tiny_data, tmp_path):
-    from t2igan.cli import build_training
+    from t2igan.train.run import build_training
 
     out = tmp_path / "d"
     cfg = load_config(None, tiny_overrides(tiny_data, out, **{

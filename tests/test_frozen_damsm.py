@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from t2igan import T2IError
-from t2igan.cli import build_training
-from t2igan.config import DFGANLossConfig, load_config
+from t2igan.train.run import build_training
+from t2igan.config import load_config
+from t2igan.families.dfgan import DFGANLossConfig
 
 from conftest import dfgan_config, tiny_overrides
 from test_encoders import write_tiny_bert
@@ -43,8 +44,8 @@ def frozen_run(tiny_data, bert, tmp_path_factory):
 
 
 def test_image_encoder_trains_against_frozen_sentence_encoder(frozen_run, bert):
-    from t2igan.pipeline import load_image_encoder_for
-    from t2igan.text.base import load_caption_encoder
+    from t2igan.text.damsm_encoder import load_image_encoder_for
+    from t2igan.text.spec import load_caption_encoder
 
     out, tr, text_before, image_before, table_before = frozen_run
     task = tr.task
@@ -152,7 +153,7 @@ def test_presets_differ_from_the_damsm_ones_only_in_the_text_side():
 
 # ----------------------------------------------------------------------------- errors
 def test_frozen_dfgan_damsm_errors(frozen_run, tiny_data, tiny_damsm, bert, tmp_path):
-    from t2igan.train import checkpoint as ckpt
+    from t2igan.core import weights as ckpt
     from t2igan.text.damsm import ImageEncoder
 
     out, *_ = frozen_run

@@ -13,11 +13,13 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from t2igan.models import attngan, dfgan, gan_int_cls, mirrorgan, stackgan, stackganpp  # noqa: E402
-from t2igan.pipeline import (Pipeline, load_text_encoder, save_pretrained_text_encoder_ref,  # noqa: E402
-                             write_model_index)
+from t2igan.core.folder import write_model_index  # noqa: E402
+from t2igan.pipeline import Pipeline  # noqa: E402
+from t2igan.text.base import save_reference  # noqa: E402
+from t2igan.text.spec import load_caption_encoder  # noqa: E402
 from t2igan.serve.app import HEAT, Settings, create_app, heatmaps  # noqa: E402
 from t2igan.serve.batcher import Job, ModelWorker  # noqa: E402
-from t2igan.train import checkpoint as ckpt  # noqa: E402
+from t2igan.core import weights as ckpt  # noqa: E402
 
 CAPS = ["this flower has red petals and a yellow center", "a flower with thin blue petals xylophone"]
 OTHER = "the petals of this flower are white"
@@ -44,11 +46,11 @@ ATTENDED = {"attngan": 1, "mirrorgan": 2}  # attended stages (every stage after 
 
 def build_family_dirs(damsm_run, root) -> dict:
     """A saved pipeline folder per classic family, on a DAMSM run's encoder and vocabulary."""
-    enc, _, vocab, max_words = load_text_encoder(damsm_run)
+    enc = load_caption_encoder(f"damsm:{damsm_run}")
     torch.manual_seed(0)
     out = {}
-    for family, g in _generators(enc.nef).items():
-        Pipeline(vocab, enc, g, family, max_words, {"image_size": g.imsize}).save_pretrained(root / family)
+    for family, g in _generators(enc.sentence_dim).items():
+        Pipeline(enc, g, family, {"image_size": g.imsize}).save_pretrained(root / family)
         out[family] = root / family
     return out
 
@@ -219,12 +221,10 @@ def test_interpolation_mixes_words_over_both_captions():
 def minilm_dfgan(tmp_path_factory):
     from test_encoders import write_tiny_bert
 
-    from t2igan.text.base import load_caption_encoder
-
     bert = write_tiny_bert(tmp_path_factory.mktemp("bert") / "tiny-minilm")
     spec = f"minilm:{bert}"
     d = tmp_path_factory.mktemp("runs") / "dfgan_minilm"
-    save_pretrained_text_encoder_ref(d, spec, load_caption_encoder(spec))
+    save_reference(d / "text_encoder", load_caption_encoder(spec))
     torch.manual_seed(0)
     args = dict(ngf=4, nz=8, cond_dim=16, imsize=32, ch_size=3)
     ckpt.save_component(dfgan.NetG(**args), d / "generator", "dfgan_generator", args)

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from t2igan import T2IError
-from t2igan.cli import build_training
+from t2igan.train.run import build_training
 from t2igan.data.dataset import EpochBatchSampler, augment, multiscale
 
 from conftest import dfgan_config
@@ -107,8 +107,8 @@ def test_dfgan_damsm_weight_schedule():
     """Warm-up from 0, hold, then a linear decay to damsm_lambda_end that is kept afterwards."""
     from types import SimpleNamespace
 
-    from t2igan.config import DFGANLossConfig
-    from t2igan.train.steps import DFGANStep
+    from t2igan.families.dfgan import DFGANLossConfig
+    from t2igan.families.dfgan import DFGANStep
 
     def weights(**kw):
         task = SimpleNamespace(cfg=SimpleNamespace(loss=DFGANLossConfig(damsm_lambda=5.0, **kw)))
@@ -121,7 +121,7 @@ def test_dfgan_damsm_weight_schedule():
 
 def test_dfgan_damsm_loss_on_generator(tiny_data, tiny_damsm, tmp_path):
     """The optional AttnGAN DAMSM term: logged, finite, ramped in, and it changes G's update."""
-    from t2igan.train.steps import DFGANStep
+    from t2igan.families.dfgan import DFGANStep
 
     cfg = dfgan_config(tiny_data, tiny_damsm, tmp_path / "r", **{"loss.damsm_lambda": 5.0, "loss.damsm_warmup": 4})
     tr = build_training(cfg, resume=False)

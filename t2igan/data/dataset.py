@@ -48,6 +48,7 @@ class TextImageDataset(Dataset):
             "tokens": self.tokens[i][j], "length": self.lengths[i][j],
             "wrong_tokens": self.tokens[wi][wj], "wrong_length": self.lengths[wi][wj],
             "index": torch.tensor(i), "caption_index": torch.tensor(j),
+            "wrong_index": torch.tensor(wi), "wrong_caption_index": torch.tensor(wj),
         }
 
 
@@ -128,3 +129,5 @@ class Batch:
     wrong_lengths: torch.Tensor
     index: torch.Tensor  # image index in the split
     caption_index: torch.Tensor | None = None  # which caption of that image (keys precomputed embeddings)
+    wrong_index: torch.Tensor | None = None  # the mismatched caption's image and caption index
+    wrong_caption_index: torch.Tensor | None = None

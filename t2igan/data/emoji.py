@@ -35,7 +35,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from t2igan import T2IError
-from t2igan.fsutil import replace_dir
+from t2igan.core.fs import replace_dir
 
 SKIN_TONES = {"1F3FB": "light skin tone", "1F3FC": "medium-light skin tone", "1F3FD": "medium skin tone",
               "1F3FE": "medium-dark skin tone", "1F3FF": "dark skin tone"}

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from t2igan.fsutil import replace_dir
+from t2igan.core.fs import replace_dir
 
 ATTRIBUTES: dict[str, list[str]] = {
     "petal_colour": ["red", "orange", "yellow", "pink", "purple", "blue", "white", "green"],

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from t2igan import T2IError
-from t2igan.train.checkpoint import read_json
+from t2igan.core.weights import read_json
 
 ENV_VAR = "T2IGAN_CLIP_WEIGHTS"
 HELP = (f"give a local Hugging Face CLIP folder (config.json, model.safetensors or pytorch_model.bin, tokenizer and "

@@ -147,7 +147,7 @@ class AttributeEvaluator(nn.Module):
         for p in (cfg_path, w_path):
             if not p.is_file():
                 raise T2IError(f"evaluator directory {d} has no {p.name} ({TRAIN_HINT})")
-        from t2igan.train.checkpoint import read_json
+        from t2igan.core.weights import read_json
 
         cfg = read_json(cfg_path)
         keys = {"attribute_values", "width", "feature_dim", "image_size"}
@@ -343,7 +343,7 @@ def train_evaluator(cfg, eval_splits: tuple[str, ...] = ("test", "novel")) -> Pa
         raise T2IError("train.max_steps and train.batch_size must be positive")
     if t.threads > 0:
         torch.set_num_threads(t.threads)
-    from t2igan.train.trainer import pick_device
+    from t2igan.core.device import pick_device
 
     device = pick_device(t.device)
     torch.manual_seed(t.seed)

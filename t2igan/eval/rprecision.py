@@ -34,7 +34,8 @@ class DAMSMScorer:
         import hashlib
 
         from t2igan.eval.evaluator import sha256_file
-        from t2igan.pipeline import load_image_encoder, load_text_encoder, resolve_dir
+        from t2igan.core.folder import resolve_dir
+        from t2igan.text.damsm_encoder import load_damsm_text_encoder as load_text_encoder, load_image_encoder
 
         d = resolve_dir(path)
         if not (d / "image_encoder").is_dir():

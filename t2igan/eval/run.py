@@ -31,7 +31,7 @@ RESIZE_NOTE = ("real images: decoded from disk to the evaluator's image_size (ce
 
 
 def _resolve_device(device) -> torch.device:
-    from t2igan.train.trainer import pick_device
+    from t2igan.core.device import pick_device
 
     return pick_device("auto" if device is None else str(device))
 

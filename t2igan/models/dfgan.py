@@ -141,6 +141,7 @@ class NetG(nn.Module):
     def __init__(self, ngf: int = 32, nz: int = 100, cond_dim: int = 256, imsize: int = 256, ch_size: int = 3):
         super().__init__()
         self.ngf, self.nz, self.cond_dim, self.imsize, self.ch_size = ngf, nz, cond_dim, imsize, ch_size
+        self.config = dict(ngf=ngf, nz=nz, cond_dim=cond_dim, imsize=imsize, ch_size=ch_size)  # constructor arguments
         self.fc = nn.Linear(nz, ngf * 8 * 4 * 4)
         chs = _channels(ngf, imsize)[::-1]
         self.GBlocks = nn.ModuleList(GBlock(cond_dim + nz, i, o) for i, o in zip(chs[:-1], chs[1:]))

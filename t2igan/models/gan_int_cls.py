@@ -4,7 +4,7 @@ DCGAN generator and discriminator at 64x64 conditioned on a sentence embedding t
 first projected (``Linear -> LeakyReLU(0.2)``, Reed's ``nt = 128``). The generator
 concatenates the projection with the noise; the discriminator replicates it spatially at
 4x4 and concatenates it with the image features. Trained with the matching-aware (CLS)
-loss and the interpolation (INT) term, see :class:`t2igan.train.classic.GANINTCLSStep`.
+loss and the interpolation (INT) term, see :class:`t2igan.families.gan_int_cls.GANINTCLSStep`.
 
 Reed's code is Lua Torch; module names follow the widely used PyTorch port
 (``projection``, ``netG``; ``netD_1``, ``projector``, ``netD_2``). Defaults are Reed's

@@ -17,7 +17,7 @@ ypxie/HDGan): the per-scale discriminators are the hierarchically-nested side ou
 unconditional head scores every cell of the 4x4 code (the local "image loss", HDGAN's
 ``local_img_disc``) instead of the whole image, the conditional head gives the global "pair
 loss" with matching-aware (wrong caption) negatives, and both use HDGAN's least-squares
-losses (see :class:`t2igan.train.classic.StackGANppStep`). HDGAN's own generator (residual
+losses (see :class:`t2igan.families.stackganpp.StackGANppStep`). HDGAN's own generator (residual
 ``scale_N`` blocks) is not ported; the StackGAN++ tree generator is used.
 """
 from __future__ import annotations

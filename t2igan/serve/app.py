@@ -42,8 +42,7 @@ HEAT = torch.tensor([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [25
 
 def extras_notes(pipe: Pipeline, stages: bool, attention: bool) -> list[str]:
     """Why ``stages`` / ``attention`` are empty for this model, when they were asked for."""
-    name = {"dfgan": "DF-GAN", "gan_int_cls": "GAN-INT-CLS", "stackgan_stage1": "StackGAN stage I"}.get(
-        pipe.family, pipe.family)
+    name = pipe.title
     notes = []
     if stages and len(pipe.stage_sizes) == 1:
         notes.append(f"{name} draws one image scale, so stages is empty")

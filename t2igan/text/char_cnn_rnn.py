@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2igan import T2IError
+from t2igan.core import weights as ckpt
 from t2igan.text.base import CaptionEncoder, TextFeatures, check_captions
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/\\|_@#$%^&*~`+-=<>()[]{} "
@@ -181,15 +182,11 @@ class CharCNNRNNCaptionEncoder(CaptionEncoder):
         return TextFeatures(states, emb, mask)
 
     def save_pretrained(self, directory) -> None:
-        from t2igan.train import checkpoint as ckpt
-
         ckpt.save_component(self.model, directory, KIND, {**self.model.config(), "lowercase": self.lowercase})
 
     @classmethod
     def from_pretrained(cls, directory) -> "CharCNNRNNCaptionEncoder":
         """A char-CNN-RNN component folder, or a pipeline/run folder holding ``text_encoder/``."""
-        from t2igan.train import checkpoint as ckpt
-
         d = Path(directory)
         for cand in (d, d / "text_encoder", d / "pipeline" / "text_encoder"):
             if (cand / ckpt.CONFIG).is_file():
@@ -203,73 +200,3 @@ class CharCNNRNNCaptionEncoder(CaptionEncoder):
             raise T2IError(f"{d / ckpt.CONFIG}: bad arguments ({e})") from None
         ckpt.load_state_strict(model, state, str(d))
         return cls(model, lowercase).eval()
-
-
-# ----------------------------------------------------------------------------- SJE training
-def sje_loss(img: torch.Tensor, txt: torch.Tensor, symmetric: bool = True):
-    """Reed's ``JointEmbeddingLoss``: for each image i, ``sum_{j != i} max(0, 1 + <v_i, t_j> - <v_i, t_i>)``
-    divided by ``B * B``; ``symmetric`` adds the same with texts as queries. Returns (loss, i2t accuracy)."""
-    score = img @ txt.t()  # (B, B)
-    B = score.size(0)
-    off = ~torch.eye(B, dtype=torch.bool, device=score.device)
-    pos = score.diagonal()
-    loss = ((score - pos[:, None] + 1).clamp(min=0) * off).sum() / (B * B)
-    if symmetric:
-        loss = loss + ((score - pos[None, :] + 1).clamp(min=0) * off).sum() / (B * B)
-    acc = (score.argmax(1) == torch.arange(B, device=score.device)).float().mean()
-    return loss, acc
-
-
-class SJEStep:
-    """Train the char-CNN-RNN jointly with a small CNN image encoder (its global code, ``emb_dim``
-    wide) under the symmetric SJE hinge loss, with RMSprop as Reed's ``train_sje_hybrid.lua``.
-
-    Reed used fixed GoogLeNet features with a no-op image encoder; ImageNet weights cannot be
-    assumed here, so the image side is :class:`t2igan.text.damsm.ImageEncoder`'s global code,
-    trained from scratch.
-    """
-
-    ema_of = None
-
-    def __init__(self, cfg, vocab, data):
-        from t2igan.text import damsm
-
-        self.cfg, self.vocab, self.data = cfg, vocab, data
-        m = cfg.model
-        self.text_args = dict(emb_dim=m.emb_dim, cnn_dim=m.cnn_dim, rnn_type=m.rnn_type, avg=m.avg,
-                              dropout=m.dropout, doc_length=m.doc_length, variant=m.variant)
-        self.text_encoder = CharCNNRNN(**self.text_args)
-        self.image_args = dict(nef=m.emb_dim, width=cfg.image.width, image_size=cfg.image.image_size)
-        self.image_encoder = damsm.ImageEncoder(**self.image_args)
-        self.modules = {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder}
-        params = list(self.text_encoder.parameters()) + list(self.image_encoder.parameters())
-        # optim.rmsprop defaults (alpha 0.99, epsilon 1e-8); learning rate from the config
-        self.optimizers = {"rmsprop": torch.optim.RMSprop(params, lr=cfg.optim.lr_g, alpha=0.99, eps=1e-8)}
-
-    def captions_of(self, batch) -> list[str]:
-        return [self.data.captions[int(i)][int(j)] for i, j in zip(batch.index, batch.caption_index)]
-
-    def train_step(self, batch, step: int) -> dict[str, torch.Tensor]:
-        dev = batch.images[-1].device
-        onehot = encode_chars(self.captions_of(batch), self.text_encoder.doc_length).to(dev)
-        txt, _ = self.text_encoder(onehot)
-        _, img = self.image_encoder(batch.images[-1])
-        loss, acc = sje_loss(img, txt, self.cfg.loss.symmetric)
-        opt = self.optimizers["rmsprop"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.optim.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.text_encoder.parameters(), self.cfg.optim.grad_clip)
-        opt.step()
-        return {"loss": loss.detach(), "i2t_acc": acc.detach()}
-
-    def sample(self, tokens, lengths, seed, n, ema):
-        return None
-
-    def export(self, directory: Path, ema) -> None:
-        from t2igan.pipeline import write_model_index
-        from t2igan.train import checkpoint as ckpt
-
-        CharCNNRNNCaptionEncoder(self.text_encoder).save_pretrained(Path(directory) / "text_encoder")
-        ckpt.save_component(self.image_encoder, Path(directory) / "image_encoder", "sje_image_encoder", self.image_args)
-        write_model_index(directory, family="sje", image_size=self.cfg.data.image_size)

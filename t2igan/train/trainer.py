@@ -29,41 +29,18 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from t2igan import T2IError
-from t2igan.config import save_config
+from t2igan.core.config import save_config
+from t2igan.families.base import TrainStep, check_switches
 from t2igan.data.dataset import Batch, EpochBatchSampler, TextImageDataset, augment, multiscale
-from t2igan.train import checkpoint as ckpt
+from t2igan.core import weights as ckpt
+from t2igan.core.device import pick_device
 from t2igan.train import fast
-
-
-class TrainStep(Protocol):
-    modules: dict[str, nn.Module]  # saved in checkpoints
-    optimizers: dict[str, torch.optim.Optimizer]
-    ema_of: str | None  # name of the module whose EMA is kept (generator), or None
-
-    def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]: ...
-
-    def sample(self, tokens: torch.Tensor, lengths: torch.Tensor, seed: int, n: int, ema: nn.Module | None) -> torch.Tensor | None: ...
-
-    def export(self, directory: Path, ema: nn.Module | None) -> None: ...
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise T2IError(f"unknown device {name!r} (auto | cpu | cuda | cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise T2IError(f"device {name!r} requested but CUDA is not available on this machine")
-    return dev
 
 
 def collate(items: list[dict]) -> dict:
@@ -97,6 +74,7 @@ class Trainer:
         self.world = fast.world_from_env()
         self.device = device or pick_device(self.tc.device, self.world.local_rank)
         fast.check(self.tc, self.device, task)
+        check_switches(self.tc, task, cfg.task, self.world.size)
         if self.tc.batch_size % self.world.size:
             raise T2IError(f"train.batch_size={self.tc.batch_size} (the global batch) is not divisible by the {self.world.size} processes")
         self.sample_captions = sample_captions
@@ -168,8 +146,7 @@ class Trainer:
         if not self.sample_captions:
             return None
         from torchvision.utils import save_image
-        tokens, lengths, _ = self.dataset.vocab.batch(self.sample_captions, self.dataset.max_words)
-        imgs = self.task.sample(tokens.to(self.device), lengths.to(self.device), self.tc.seed, 4, self.ema)
+        imgs = self.task.sample(self.sample_captions, self.tc.seed, 4, self.ema)
         if imgs is None:
             return None
         d = self.out / "samples"
@@ -237,6 +214,7 @@ class Trainer:
             wrong_tokens=raw["wrong_tokens"].to(dev, non_blocking=True),
             wrong_lengths=raw["wrong_length"].to(dev, non_blocking=True),
             index=raw["index"], caption_index=raw["caption_index"],
+            wrong_index=raw["wrong_index"], wrong_caption_index=raw["wrong_caption_index"],
         )
 
     def fit(self) -> dict:
@@ -249,8 +227,7 @@ class Trainer:
         torch.manual_seed(tc.seed)
         for m in self.task.modules.values():
             m.to(self.device)
-        if hasattr(self.task, "to_device"):  # frozen parts that are not checkpointed
-            self.task.to_device(self.device)
+        self.task.to_device(self.device)  # frozen parts that are not checkpointed
         if self.ema is not None:
             self.ema.to(self.device)
         if self.resume:

@@ -19,6 +19,7 @@ baseline that predicts the mean training target for every caption. It is written
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,10 +27,61 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2igan import T2IError
+from t2igan.core import weights as ckpt
+from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
+from t2igan.core.folder import write_model_index
+from t2igan.data.birds import load_any
 from t2igan.data.folder import CaptionedImages
+from t2igan.data.text import Vocabulary
+from t2igan.families.base import Family, StepBase
 from t2igan.text.cache import EmbeddingCache, flatten_captions
+from t2igan.text.char_cnn_rnn import CharCNNRNN, CharCNNRNNCaptionEncoder, encode_chars
+from t2igan.text.damsm import TextEncoder
+from t2igan.text.damsm_encoder import save_damsm_text_encoder
+from t2igan.text.spec import load_caption_encoder
 
 METRICS = "distill_metrics.json"
+
+
+@dataclass
+class DistillStudentConfig:
+    """The encoder trained to reproduce the teacher's embeddings (t2igan.text.distill)."""
+
+    arch: str = "damsm"  # damsm (bi-LSTM) | char_cnn_rnn
+    embed_dim: int = 0  # sentence width; 0 = the teacher's (it must match)
+    word_dim: int = 300  # damsm: word embedding size (ninput)
+    num_layers: int = 1  # damsm: LSTM layers
+    dropout: float = 0.5  # damsm: on word embeddings; char_cnn_rnn: before the output Linear
+    cnn_dim: int = 512  # char_cnn_rnn: last conv / RNN width
+    rnn_type: str = "gru"  # char_cnn_rnn: gru | rnn
+    variant: str = "long"  # char_cnn_rnn: long (18 steps) | short (8 steps)
+    doc_length: int = 201  # char_cnn_rnn: characters per caption
+
+
+@dataclass
+class DistillTeacherConfig:
+    source: str = "minilm"  # frozen encoder spec (minilm, minilm:DIR, clip:ARCH:CKPT, damsm:RUN) or 'pickle' (dataset embeddings)
+    cache_dir: str = ""  # embedding cache folder ('' = DATA_ROOT/.cache/text_embeddings)
+    batch_size: int = 256  # captions per teacher forward pass when filling the cache
+
+
+@dataclass
+class DistillLossConfig:
+    beta: float = 1.0  # SmoothL1 beta (torch default)
+    cosine_weight: float = 0.0  # + cosine_weight * (1 - cos(student, teacher))
+
+
+@dataclass
+class DistillRunConfig:
+    task: str = "distill"
+    data: DataConfig = field(default_factory=DataConfig)
+    student: DistillStudentConfig = field(default_factory=DistillStudentConfig)
+    teacher: DistillTeacherConfig = field(default_factory=DistillTeacherConfig)
+    loss: DistillLossConfig = field(default_factory=DistillLossConfig)
+    eval_split: str = "test"  # held-out captions scored after each export ('' = none)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr_g=1e-3, beta1=0.9, beta2=0.999, grad_clip=1.0))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/distill", ema_decay=0.0, batch_size=64,
+                                                                   max_steps=3000))
 
 
 def teacher_targets(cfg, data: CaptionedImages) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -49,8 +101,6 @@ def teacher_targets(cfg, data: CaptionedImages) -> tuple[torch.Tensor, torch.Ten
                                f"the embeddings pickle holds {emb.shape[1]} per image")
             rows.append(emb[i, : len(caps)])
         return torch.cat(rows), offsets, f"pickle embeddings {list(emb.shape)}"
-    from t2igan.text.base import load_caption_encoder
-
     teacher = load_caption_encoder(src)
     cache_dir = Path(cfg.teacher.cache_dir) if cfg.teacher.cache_dir else Path(data.root) / ".cache" / "text_embeddings"
     table = EmbeddingCache(cache_dir, batch_size=cfg.teacher.batch_size).sentences(teacher, flat)
@@ -63,25 +113,22 @@ def build_student(cfg, vocab, dim: int) -> tuple[nn.Module, dict]:
         raise T2IError(f"student.embed_dim={s.embed_dim} but the teacher's embeddings are {dim}-d; "
                        f"set student.embed_dim={dim} (or 0 to follow the teacher)")
     if s.arch == "damsm":
-        from t2igan.text.damsm import TextEncoder
-
         if dim % 2:
             raise T2IError(f"a bidirectional DAMSM student needs an even width, the teacher's is {dim}")
         args = dict(ntoken=len(vocab), ninput=s.word_dim, nhidden=dim, nlayers=s.num_layers, drop_prob=s.dropout)
         return TextEncoder(**args), args
     if s.arch == "char_cnn_rnn":
-        from t2igan.text.char_cnn_rnn import CharCNNRNN
-
         args = dict(emb_dim=dim, cnn_dim=s.cnn_dim, rnn_type=s.rnn_type, avg=True, dropout=s.dropout,
                     doc_length=s.doc_length, variant=s.variant)
         return CharCNNRNN(**args), args
     raise T2IError(f"student.arch must be 'damsm' or 'char_cnn_rnn', got {s.arch!r}")
 
 
-class DistillStep:
-    ema_of = None
+class DistillStep(StepBase):
+    switches = frozenset({"precision", "channels_last"})
 
     def __init__(self, cfg, vocab, data: CaptionedImages, eval_data: CaptionedImages | None):
+        super().__init__()
         self.cfg, self.vocab, self.data, self.eval_data = cfg, vocab, data, eval_data
         self.table, self.offsets, self.source = teacher_targets(cfg, data)
         self.dim = int(self.table.shape[1])
@@ -101,8 +148,6 @@ class DistillStep:
                 tokens, lengths, _ = self.vocab.batch(captions, self.cfg.data.max_words)
             dev = device or next(self.student.parameters()).device
             return self.student(tokens.to(dev), lengths.to(dev))[1]
-        from t2igan.text.char_cnn_rnn import encode_chars
-
         dev = device or next(self.student.parameters()).device
         return self.student(encode_chars(captions, self.student.doc_length).to(dev))[0]
 
@@ -117,14 +162,11 @@ class DistillStep:
         target = self.table[rows].to(batch.tokens.device)
         caps = None if self.cfg.student.arch == "damsm" else [self.data.captions[int(i)][int(j)] for i, j in
                                                                zip(batch.index, batch.caption_index)]
-        pred = self.student_sentences(caps, batch.tokens, batch.lengths, device=batch.tokens.device)
-        out = self.losses(pred, target)
-        opt = self.optimizers["adam"]
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        if self.cfg.optim.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.optim.grad_clip)
-        opt.step()
+        with self.autocast():
+            pred = self.student_sentences(caps, batch.tokens, batch.lengths, device=batch.tokens.device)
+        out = self.losses(pred.float(), target)
+        self.optimize("adam", out["loss"], clip=(list(self.student.parameters()), self.cfg.optim.grad_clip))
+        self.precision.update()
         return {k: v.detach() for k, v in out.items()}
 
     @torch.no_grad()
@@ -146,19 +188,11 @@ class DistillStep:
                 "cosine_median": round(float(cos.median()), 4), "cosine_p10": round(float(cos.quantile(0.1)), 4),
                 "baseline_mean_target_cosine": round(float(base.mean()), 4), "teacher": self.source}
 
-    def sample(self, tokens, lengths, seed, n, ema):
-        return None
-
     def export(self, directory: Path, ema) -> None:
-        from t2igan.pipeline import save_text_encoder, write_model_index
-        from t2igan.train import checkpoint as ckpt
-
         directory = Path(directory)
         if self.cfg.student.arch == "damsm":
-            save_text_encoder(directory, self.student, self.args, self.vocab, self.cfg.data.max_words)
+            save_damsm_text_encoder(directory, self.student, self.args, self.vocab, self.cfg.data.max_words)
         else:
-            from t2igan.text.char_cnn_rnn import CharCNNRNNCaptionEncoder
-
             CharCNNRNNCaptionEncoder(self.student).save_pretrained(directory / "text_encoder")
         write_model_index(directory, family="text_encoder", student=self.cfg.student.arch, teacher=self.cfg.teacher.source)
         metrics = self.evaluate()
@@ -166,11 +200,8 @@ class DistillStep:
             ckpt.write_json(directory / METRICS, metrics)
 
 
-def build_distill_step(cfg, data: CaptionedImages, resume: bool):
+def build(cfg, data: CaptionedImages, resume: bool):
     """(DistillStep, vocabulary) for ``t2igan train`` (task ``distill``)."""
-    from t2igan.data.birds import load_any
-    from t2igan.data.text import Vocabulary
-
     vocab_path = Path(cfg.train.out_dir) / "pipeline" / "vocab.json"
     if resume and vocab_path.is_file():
         vocab = Vocabulary.load(vocab_path)
@@ -178,3 +209,10 @@ def build_distill_step(cfg, data: CaptionedImages, resume: bool):
         vocab = Vocabulary.build((c for caps in data.captions for c in caps), cfg.data.min_word_count)
     eval_data = load_any(cfg.data.root, cfg.eval_split) if cfg.eval_split else None
     return DistillStep(cfg, vocab, data, eval_data), vocab
+
+
+FAMILY = Family(
+    name="distill", title="text-encoder distillation", paper="(t2igan)", config=DistillRunConfig, build=build,
+    outputs=("text_encoder",), text="trains", needs="a teacher: a frozen encoder or the dataset's embeddings pickles",
+    preset="configs/distill_minilm_synth64.yaml",
+)

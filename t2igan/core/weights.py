@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from t2igan import T2IError
-from t2igan.fsutil import replace_dir  # noqa: F401  (re-exported: ckpt.replace_dir)
+from t2igan.core.fs import replace_dir  # noqa: F401  (re-exported: weights.replace_dir)
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"

@@ -1,0 +1,107 @@
+"""AttnGAN (Xu et al., CVPR 2018): a tree of generators whose later stages attend over the
+caption's word features, trained with the DAMSM matching loss. Defaults of
+``code/cfg/bird_attn2.yml`` + ``code/miscc/config.py``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
+from t2igan.data.dataset import Batch
+from t2igan.families.base import Family
+from t2igan.families.classic import _MultiScaleStep, bce, classic_optim, classic_text, classic_train, model_error, roll
+from t2igan.models import attngan
+from t2igan.models.blocks import kl_loss
+
+
+@dataclass
+class AttnGANConfig:
+    """AttnGAN; defaults: code/cfg/bird_attn2.yml + code/miscc/config.py."""
+
+    branch_num: int = 3
+    base_size: int = 64
+    gf_dim: int = 32
+    df_dim: int = 64
+    c_dim: int = 100  # GAN.CONDITION_DIM
+    nz: int = 100
+    r_num: int = 2
+    kl_coeff: float = 1.0  # the official trainer adds KL_loss unweighted
+    damsm_lambda: float = 5.0  # TRAIN.SMOOTH.LAMBDA (birds 5.0)
+    gamma1: float = 4.0  # TRAIN.SMOOTH.GAMMA1..3
+    gamma2: float = 5.0
+    gamma3: float = 10.0
+
+
+@dataclass
+class AttnGANRunConfig:
+    task: str = "attngan"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: AttnGANConfig = field(default_factory=AttnGANConfig)
+    text_encoder: str = "runs/damsm_synth64"  # DAMSM run: frozen text encoder + image encoder (DAMSM loss)
+    optim: OptimConfig = field(default_factory=classic_optim)
+    train: TrainConfig = field(default_factory=lambda: classic_train("attngan_synth64", 0.999))  # official avg_param_G
+
+
+class AttnGANStep(_MultiScaleStep):
+    family = "attngan"
+    words = True
+    gen_module = attngan
+
+    def __init__(self, cfg, text, vocab, steps_per_epoch=1, image_encoder=None):
+        super().__init__(cfg, text, vocab, steps_per_epoch, image_encoder)
+        m = cfg.model
+        self.netG = self.gen_module.G_NET(t_dim=self.nef, c_dim=m.c_dim, nz=m.nz, gf_dim=m.gf_dim, r_num=m.r_num,
+                                          branch_num=m.branch_num, base_size=m.base_size)
+        self.check_scales()
+        self.netsD = [self.gen_module.D_NET(m.base_size * 2 ** k, m.df_dim, self.nef) for k in range(m.branch_num)]
+        self.modules = {"netG": self.netG, **{f"netD{k}": d for k, d in enumerate(self.netsD)}}
+        o = cfg.optim
+        self.optimizers = {"G": self.adam(self.netG.parameters(), o.lr_g), **self.d_optimizers(o)}
+
+    def extra_g_loss(self, out, batch, words, sent, mask) -> dict[str, torch.Tensor]:
+        return self.damsm_loss(out.images[-1], words, sent, mask)
+
+    def step(self, batch: Batch, step: int):
+        words, sent, mask = self.encode(batch)
+        out = self.netG.run(self.noise(sent.size(0), sent.device), sent, words, mask)
+        d_total = 0.0
+        for k, D in enumerate(self.netsD):  # official discriminator_loss
+            real_f, fake_f = D(batch.images[k]), D(out.images[k].detach())
+            c_real = bce(D.COND_DNET(real_f, sent), True)
+            c_fake = bce(D.COND_DNET(fake_f, sent), False)
+            c_wrong = bce(D.COND_DNET(real_f, roll(sent)), False)
+            if D.UNCOND_DNET is not None:
+                d_loss = (bce(D.UNCOND_DNET(real_f), True) + c_real) / 2.0 + \
+                         (bce(D.UNCOND_DNET(fake_f), False) + c_fake + c_wrong) / 3.0
+            else:
+                d_loss = c_real + (c_fake + c_wrong) / 2.0
+            self.step_optim(f"D{k}", d_loss)
+            d_total = d_total + d_loss.detach()
+        g_loss = 0.0
+        for k, D in enumerate(self.netsD):  # official generator_loss
+            f = D(out.images[k])
+            g_loss = g_loss + bce(D.COND_DNET(f, sent), True)
+            if D.UNCOND_DNET is not None:
+                g_loss = g_loss + bce(D.UNCOND_DNET(f), True)
+        extra = self.extra_g_loss(out, batch, words, sent, mask)
+        kl = kl_loss(out.mu, out.logvar)
+        g_loss = g_loss + sum(extra.values()) + self.cfg.model.kl_coeff * kl
+        self.step_optim("G", g_loss)
+        return {"d_loss": d_total, "g_loss": g_loss.detach(), "kl": kl.detach(),
+                **{k: v.detach() for k, v in extra.items()}}
+
+
+def build(cfg, data, resume: bool):
+    text, vocab, img, spe = classic_text(cfg, data, "attngan", words=True)
+    try:
+        return AttnGANStep(cfg, text, vocab, spe, image_encoder=img), vocab
+    except ValueError as e:
+        raise model_error("attngan", e) from None
+
+
+FAMILY = Family(
+    name="attngan", title="AttnGAN", paper="Xu et al., CVPR 2018", config=AttnGANRunConfig, build=build,
+    generators={"attngan": attngan.G_NET}, text="words",
+    needs="a DAMSM run (text encoder + the image encoder of its DAMSM loss)", preset="configs/attngan_synth64.yaml",
+)

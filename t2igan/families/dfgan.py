@@ -1,0 +1,220 @@
+"""DF-GAN (Tao et al., CVPR 2022): one-stage generator with deep text-image fusion blocks, a
+hinge loss and the matching-aware gradient penalty. Conditions on any text encoder's
+sentence vector (DAMSM as in the official code; MiniLM, CLIP, char-CNN-RNN or precomputed
+embeddings through the embedding cache).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from t2igan import T2IError
+from t2igan.core import weights as ckpt
+from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
+from t2igan.core.distributed import all_gather_rows
+from t2igan.core.folder import write_model_index
+from t2igan.data.dataset import Batch
+from t2igan.data.text import Vocabulary
+from t2igan.families.base import SWITCHES, Family, StepBase, adam, generator_kind, text_side
+from t2igan.models import dfgan
+from t2igan.text import damsm
+from t2igan.text.conditioning import Conditioning
+from t2igan.text.damsm_encoder import load_image_encoder, load_image_encoder_for
+from t2igan.text.spec import parse_spec, save_encoder_dir
+
+
+@dataclass
+class DFGANConfig:
+    """DF-GAN generator/discriminator sizes (official code: NetG/NetD/NetC arguments)."""
+
+    ngf: int = 32  # generator base width (official 256x256: 32)
+    ndf: int = 32  # discriminator base width
+    nz: int = 100  # noise size
+    ch_size: int = 3  # image channels
+
+
+@dataclass
+class DFGANLossConfig:
+    """Extra generator terms (both off in the official DF-GAN)."""
+
+    damsm_lambda: float = 0.0  # AttnGAN's DAMSM word+sentence loss on generated images (AttnGAN birds: 5.0); 0 = off
+    damsm_warmup: int = 0  # steps over which the DAMSM weight ramps linearly from 0 to damsm_lambda (0 = full weight at once)
+    damsm_decay_steps: int = 0  # after the warm-up, steps over which the weight moves linearly to damsm_lambda_end (0 = constant)
+    damsm_lambda_end: float = 0.0  # DAMSM weight at the end of the decay, kept from then on
+    gamma1: float = 4.0  # DAMSM attention sharpness (AttnGAN TRAIN.SMOOTH.GAMMA1)
+    gamma2: float = 5.0  # word-region aggregation (GAMMA2)
+    gamma3: float = 10.0  # similarity scale (GAMMA3)
+    damsm_words: bool = True  # DAMSM word loss as well as the sentence loss (false: sentence term only; must be false with a frozen text_encoder)
+    damsm_image_encoder: str = ""  # with a frozen text_encoder (minilm, clip): the image encoder run trained against it (task damsm); "" otherwise
+
+
+@dataclass
+class DFGANRunConfig:
+    task: str = "dfgan"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: DFGANConfig = field(default_factory=DFGANConfig)
+    text_encoder: str = "runs/damsm_synth64"  # a DAMSM run (or its pipeline dir), or a frozen encoder spec (minilm, minilm:DIR, clip:ARCH:CKPT) used through the embedding cache
+    loss: DFGANLossConfig = field(default_factory=DFGANLossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/dfgan_synth64"))
+
+
+class DFGANStep(StepBase):
+    """DF-GAN: hinge loss, matching-aware GP, one D and one G update per step (official order).
+
+    With ``loss.damsm_lambda > 0`` the generator also minimises AttnGAN's DAMSM word and
+    sentence losses between its images and their captions, computed by the frozen DAMSM
+    image encoder of the text-encoder run (AttnGAN ``generator_loss``); off in official DF-GAN.
+    ``loss.damsm_words=false`` keeps the sentence term only. With a frozen pretrained text
+    encoder (MiniLM, CLIP, char-CNN-RNN, precomputed) the image encoder is ``loss.damsm_image_encoder``,
+    a DAMSM run trained against that same encoder (``DAMSMStep`` with ``sentences``), and the term is
+    the sentence one.
+    """
+
+    ema_of = "netG"
+    switches = frozenset(SWITCHES)
+    compilable = ("netG",)  # netD/netC sit under the MA-GP double backward, which torch.compile does not take
+
+    def __init__(self, cfg, text: Conditioning, vocab: Vocabulary):
+        """``text``: the frozen text side (any encoder; DAMSM reads the batch's tokens, the others
+        the embedding cache, so no encoder runs during a step)."""
+        super().__init__()
+        self.cfg, self.vocab, self.text = cfg, vocab, text
+        self.text_encoder = text.encoder
+        frozen = not text.token_level
+        m, size = cfg.model, cfg.data.image_size
+        cond = text.sentence_dim
+        self.g_args = dict(ngf=m.ngf, nz=m.nz, cond_dim=cond, imsize=size, ch_size=m.ch_size)
+        self.netG = dfgan.NetG(**self.g_args)
+        self.netD = dfgan.NetD(ndf=m.ndf, imsize=size, ch_size=m.ch_size)
+        self.netC = dfgan.NetC(ndf=m.ndf, cond_dim=cond)
+        self.modules = {"netG": self.netG, "netD": self.netD, "netC": self.netC}
+        self.image_encoder = None
+        L = cfg.loss
+        if L.damsm_lambda > 0 and frozen:
+            if not L.damsm_image_encoder:
+                raise T2IError(f"loss.damsm_lambda > 0 with the frozen text encoder {cfg.text_encoder!r} needs "
+                               "loss.damsm_image_encoder: an image encoder run trained against it (task damsm, "
+                               f"text_encoder: {cfg.text_encoder}; e.g. configs/damsm_minilm_synth64.yaml)")
+            if L.damsm_words:
+                raise T2IError(f"loss.damsm_words=true needs word features, which the frozen text encoder "
+                               f"{cfg.text_encoder!r} does not give (sentence vectors only): set loss.damsm_words=false")
+            self.image_encoder = load_image_encoder_for(L.damsm_image_encoder, text.encoder, cfg.text_encoder).requires_grad_(False)
+        elif L.damsm_lambda > 0:
+            if L.damsm_image_encoder:
+                raise T2IError(f"loss.damsm_image_encoder={L.damsm_image_encoder!r} is for a frozen text encoder; with the "
+                               f"DAMSM text encoder {cfg.text_encoder!r} the image encoder of that run is used: set it to ''")
+            self.image_encoder = load_image_encoder(parse_spec(cfg.text_encoder)[1]).requires_grad_(False)
+        self.frozen = [self.text_encoder] + ([self.image_encoder] if self.image_encoder is not None else [])
+        self.G, self.D, self.C = self.netG, self.netD, self.netC
+        o = cfg.optim
+        self.g_params = list(self.netG.parameters())
+        self.d_params = list(self.netD.parameters()) + list(self.netC.parameters())
+        self.optimizers = {"G": adam(self.g_params, o.lr_g, o, cfg.train.adam),
+                           "D": adam(self.d_params, o.lr_d, o, cfg.train.adam)}
+
+    def damsm_weight(self, step: int) -> float:
+        """DAMSM loss weight at ``step``: linear warm-up from 0, then an optional linear decay."""
+        L = self.cfg.loss
+        if step + 1 < L.damsm_warmup:
+            return L.damsm_lambda * (step + 1) / L.damsm_warmup
+        if L.damsm_decay_steps <= 0:
+            return L.damsm_lambda
+        t = min(1.0, (step + 1 - max(L.damsm_warmup, 0)) / L.damsm_decay_steps)
+        return L.damsm_lambda + t * (L.damsm_lambda_end - L.damsm_lambda)
+
+    def wrap(self, fn) -> None:
+        """Forward callables of the D step: the trainer's DDP / torch.compile wrappers of the modules."""
+        self.G, self.D, self.C = fn("netG", self.netG), fn("netD", self.netD), fn("netC", self.netC)
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        o, W, P = self.cfg.optim, self.world, self.precision
+        imgs = batch.images[-1]
+        words, sent, mask = self.text.batch(batch)  # frozen, in eval mode, no gradient
+        B = imgs.size(0)  # this process's share of the global batch
+        imgs = imgs.requires_grad_(True)
+        sent = sent.detach().requires_grad_(True)
+        # mismatched pairs (image i+1, caption i) of the global batch, built by pairing each real
+        # image with the previous row's caption; a process needs only the gathered captions
+        sent_all = all_gather_rows(sent.detach(), W)
+        rows = torch.arange(B, device=imgs.device) * W.size + W.rank  # global rows of this shard
+        prev_sent = sent_all[(rows - 1) % sent_all.size(0)]
+        # the global batch's noise on every process, each taking its rows: the same numbers
+        # whatever the number of processes
+        noise = torch.randn(B * W.size, self.cfg.model.nz, device=imgs.device)[W.rank::W.size]
+        # --- discriminator
+        with P.autocast():
+            real_f = self.D(imgs)
+            pred_real = self.C(real_f, sent)
+            pred_mis = self.C(real_f, prev_sent)
+            fake = self.G(noise, sent.detach())
+            pred_fake = self.C(self.D(fake.detach()), sent)
+        if W.size == 1:
+            pred_mis = pred_mis.roll(-1, 0)  # the official order: row i pairs image i+1, caption i
+        d_real = dfgan.hinge_d(pred_real.float(), True)
+        d_mis = dfgan.hinge_d(pred_mis.float(), False)
+        d_fake = dfgan.hinge_d(pred_fake.float(), False)
+        gp = dfgan.matching_aware_gp(pred_real, imgs, sent, o.gp_weight, o.gp_power, inv_scale=P.inv_scale())
+        d_loss = d_real + (d_fake + d_mis) / 2.0 + gp
+        self.optimizers["D"].zero_grad(set_to_none=True)
+        # gradients of the D/C parameters only: no gradient into the real images and the
+        # sentence (leaves here only for the MA-GP), whose input convolution backward is wasted work
+        P.scale(d_loss).backward(inputs=self.d_params)
+        P.step(self.optimizers["D"])
+        # --- generator (through the bare D/C: their gradients are not wanted, nor synchronised)
+        with P.autocast():
+            g_out = self.netC(self.netD(fake), sent.detach())
+        g_adv = -g_out.float().mean()
+        g_loss, out = g_adv, {}
+        if self.image_encoder is not None:
+            self.image_encoder.eval()  # frozen BatchNorm statistics
+            with P.autocast():
+                regions, code = self.image_encoder(fake)
+            L = self.cfg.loss
+            if L.damsm_words:
+                w0, w1 = damsm.words_loss(regions.float(), words, mask, L.gamma1, L.gamma2, L.gamma3)
+            s0, s1 = damsm.sentence_loss(code.float(), sent.detach(), L.gamma3)
+            # per process: the batch's other captions are the negatives
+            damsm_loss = w0 + w1 + s0 + s1 if L.damsm_words else s0 + s1
+            g_loss = g_adv + self.damsm_weight(step) * damsm_loss
+            out["g_damsm"] = damsm_loss.detach()
+        self.optimizers["G"].zero_grad(set_to_none=True)
+        P.scale(g_loss).backward(inputs=self.g_params)  # D/C weight gradients here would be thrown away
+        P.step(self.optimizers["G"])
+        P.update()
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "g_adv": g_adv.detach(), "d_real": d_real.detach(),
+                "d_fake": d_fake.detach(), "d_mis": d_mis.detach(), "ma_gp": gp.detach(), **out}
+
+    @torch.no_grad()
+    def sample(self, captions, seed, n, ema):
+        g = ema if ema is not None else self.netG
+        was = g.training
+        g.eval()
+        _, sent, _ = self.text.captions(captions)
+        sent = sent.to(next(g.parameters()).device).repeat_interleave(n, 0)
+        gen = torch.Generator().manual_seed(seed)
+        noise = torch.randn(sent.size(0), self.cfg.model.nz, generator=gen).to(sent.device)
+        out = g(noise, sent)
+        g.train(was)
+        return out
+
+    def export(self, directory: Path, ema) -> None:
+        save_encoder_dir(directory, self.text_encoder)
+        ckpt.save_component(ema if ema is not None else self.netG, directory / "generator", generator_kind("dfgan"), self.g_args)
+        write_model_index(directory, family="dfgan", image_size=self.cfg.data.image_size,
+                          generator_weights="ema" if ema is not None else "raw")
+
+
+def build(cfg, data, resume: bool):
+    """(DFGANStep, Vocabulary) of a ``task: dfgan`` run."""
+    text, vocab = text_side(cfg, data, "dfgan")
+    return DFGANStep(cfg, text, vocab), vocab
+
+
+FAMILY = Family(
+    name="dfgan", title="DF-GAN", paper="Tao et al., CVPR 2022", config=DFGANRunConfig, build=build,
+    generators={"dfgan": dfgan.NetG}, needs="a text encoder: a DAMSM run (task damsm) or a frozen encoder",
+    preset="configs/dfgan_synth64.yaml",
+)

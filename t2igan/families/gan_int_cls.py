@@ -1,0 +1,93 @@
+"""GAN-INT-CLS (Reed et al., ICML 2016): a DCGAN conditioned on a projected sentence embedding,
+with the matching-aware discriminator (CLS) and interpolated captions (INT); defaults of Reed's
+``main_cls_int.lua``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
+from t2igan.data.dataset import Batch
+from t2igan.families.base import Family
+from t2igan.families.classic import ClassicStep, bce, classic_optim, classic_text, classic_train, model_error, roll
+from t2igan.models import gan_int_cls
+
+
+@dataclass
+class GANINTCLSConfig:
+    """GAN-INT-CLS (Reed et al. 2016); defaults: Reed's main_cls_int.lua."""
+
+    ngf: int = 128  # generator base width
+    ndf: int = 64  # discriminator base width
+    nz: int = 100  # noise size
+    nt: int = 128  # projected text size
+    cls: bool = True  # matching-aware loss: D also sees (real image, wrong caption) as fake
+    int_beta: float = 0.5  # INT: G also draws from beta*t1 + (1-beta)*t2 (0 = INT off)
+
+
+@dataclass
+class GANINTCLSRunConfig:
+    task: str = "gan_int_cls"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: GANINTCLSConfig = field(default_factory=GANINTCLSConfig)
+    text_encoder: str = "runs/damsm_synth64"
+    optim: OptimConfig = field(default_factory=classic_optim)
+    train: TrainConfig = field(default_factory=lambda: classic_train("gan_int_cls_synth64"))
+
+
+class GANINTCLSStep(ClassicStep):
+    family = "gan_int_cls"
+
+    def __init__(self, cfg, text, vocab, steps_per_epoch=1, image_encoder=None):
+        super().__init__(cfg, text, vocab, steps_per_epoch, image_encoder)
+        m, size = cfg.model, cfg.data.image_size
+        self.netG = gan_int_cls.NetG(t_dim=self.nef, nt=m.nt, nz=m.nz, ngf=m.ngf, imsize=size)
+        self.netD = gan_int_cls.NetD(t_dim=self.nef, nt=m.nt, ndf=m.ndf, imsize=size)
+        self.modules = {"netG": self.netG, "netD": self.netD}
+        o = cfg.optim
+        self.optimizers = {"G": self.adam(self.netG.parameters(), o.lr_g), "D": self.adam(self.netD.parameters(), o.lr_d)}
+
+    def step(self, batch: Batch, step: int):
+        m = self.cfg.model
+        real = batch.images[-1]
+        _, sent, _ = self.encode(batch)
+        _, wrong, _ = self.encode(batch, wrong=True)
+        B = real.size(0)
+        fake = self.netG(self.noise(B, real.device), sent)
+        # D: (real, right) -> 1; (real, wrong) -> 0 [CLS]; (fake, right) -> 0
+        feat = self.netD.features(real)
+        d_real = bce(self.netD.logits(feat, sent), True)
+        d_fake = bce(self.netD(fake.detach(), sent), False)
+        if m.cls:
+            d_wrong = bce(self.netD.logits(feat, wrong), False)
+            d_loss = d_real + 0.5 * (d_wrong + d_fake)
+        else:
+            d_wrong = torch.zeros((), device=real.device)
+            d_loss = d_real + d_fake
+        self.step_optim("D", d_loss)
+        # G: fool D with the right caption, and [INT] with interpolated captions
+        g_fake = bce(self.netD(fake, sent), True)
+        g_int = torch.zeros((), device=real.device)
+        if m.int_beta > 0:
+            t_int = m.int_beta * sent + (1 - m.int_beta) * roll(sent)
+            g_int = bce(self.netD(self.netG(self.noise(B, real.device), t_int), t_int), True)
+        g_loss = g_fake + g_int
+        self.step_optim("G", g_loss)
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "d_real": d_real.detach(),
+                "d_wrong": d_wrong.detach(), "d_fake": d_fake.detach(), "g_int": g_int.detach()}
+
+
+def build(cfg, data, resume: bool):
+    text, vocab, img, spe = classic_text(cfg, data, "gan_int_cls")
+    try:
+        return GANINTCLSStep(cfg, text, vocab, spe), vocab
+    except ValueError as e:
+        raise model_error("gan_int_cls", e) from None
+
+
+FAMILY = Family(
+    name="gan_int_cls", title="GAN-INT-CLS", paper="Reed et al., ICML 2016", config=GANINTCLSRunConfig, build=build,
+    generators={"gan_int_cls": gan_int_cls.NetG}, needs="a text encoder (a DAMSM run or a frozen encoder)",
+    preset="configs/gan_int_cls_synth64.yaml",
+)

@@ -1,0 +1,155 @@
+"""StackGAN v1 (Zhang et al., ICCV 2017): stage I draws 64 px from the sentence through
+conditioning augmentation; stage II refines it to 256 px on a frozen stage-I run. Defaults of
+StackGAN-Pytorch ``code/miscc/config.py`` (birds)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from t2igan import T2IError
+from t2igan.core import weights as ckpt
+from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
+from t2igan.core.folder import resolve_dir
+from t2igan.data.dataset import Batch
+from t2igan.families.base import Family, generator_kind
+from t2igan.families.classic import ClassicStep, bce, classic_optim, classic_text, classic_train, model_error, roll
+from t2igan.models import stackgan
+from t2igan.models.blocks import kl_loss
+
+
+@dataclass
+class StackGANConfig:
+    """StackGAN v1; defaults: StackGAN-Pytorch code/miscc/config.py (birds shape)."""
+
+    stage: int = 1  # 1: train stage I; 2: train stage II on a frozen stage-I run
+    stage1: str = ""  # stage 2: the stage-I run (or its pipeline dir)
+    stage1_size: int = 64  # stage-I image side (stage 1); stage II draws data.image_size
+    gf_dim: int = 128  # GAN.GF_DIM (stage I works at 8*gf_dim)
+    df_dim: int = 64  # GAN.DF_DIM
+    c_dim: int = 128  # GAN.CONDITION_DIM
+    nz: int = 100  # Z_DIM
+    r_num: int = 4  # GAN.R_NUM residual blocks in stage II
+    kl_coeff: float = 2.0  # TRAIN.COEFF.KL
+    lr_decay_epoch: int = 600  # halve both learning rates every this many epochs (config.py default; paper: 100)
+    damsm_lambda: float = 0.0  # not in StackGAN: AttnGAN's DAMSM word+sentence loss on the generated image; 0 = off
+    gamma1: float = 4.0  # DAMSM loss (AttnGAN TRAIN.SMOOTH.GAMMA1..3), used when damsm_lambda > 0
+    gamma2: float = 5.0
+    gamma3: float = 10.0
+
+
+@dataclass
+class StackGANRunConfig:
+    task: str = "stackgan"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: StackGANConfig = field(default_factory=StackGANConfig)
+    text_encoder: str = "runs/damsm_synth64"
+    optim: OptimConfig = field(default_factory=classic_optim)
+    train: TrainConfig = field(default_factory=lambda: classic_train("stackgan_synth64"))
+
+
+def lr_factor(step: int, steps_per_epoch: int, decay_epoch: int) -> float:
+    """StackGAN: both learning rates halve every ``decay_epoch`` epochs."""
+    if decay_epoch <= 0:
+        return 1.0
+    return 0.5 ** ((step // steps_per_epoch) // decay_epoch)
+
+
+class StackGANStep(ClassicStep):
+    """Stage 1 (``model.stage: 1``) or stage 2 on a frozen stage-I run (``model.stage1``)."""
+
+    def __init__(self, cfg, text, vocab, steps_per_epoch=1, image_encoder=None):
+        super().__init__(cfg, text, vocab, steps_per_epoch, image_encoder)
+        m, size = cfg.model, cfg.data.image_size
+        if m.stage == 1:
+            if size != m.stage1_size:
+                raise T2IError(f"stackgan stage 1: data.image_size={size} must equal model.stage1_size={m.stage1_size}")
+            self.family = "stackgan_stage1"
+            self.netG = stackgan.STAGE1_G(t_dim=self.nef, c_dim=m.c_dim, nz=m.nz, gf_dim=m.gf_dim, imsize=size)
+            self.netD = stackgan.STAGE1_D(df_dim=m.df_dim, c_dim=m.c_dim, imsize=size)
+        elif m.stage == 2:
+            self.family = "stackgan_stage2"
+            s1 = load_stage1(m.stage1, text.encoder)
+            self.netG = stackgan.STAGE2_G(stage1=s1.config, gf_dim=m.gf_dim, c_dim=m.c_dim, r_num=m.r_num, imsize=size)
+            self.netG.STAGE1_G.load_state_dict(s1.state_dict())
+            self.netD = stackgan.STAGE2_D(df_dim=m.df_dim, c_dim=m.c_dim, imsize=size)
+        else:
+            raise T2IError(f"model.stage must be 1 or 2, got {m.stage}")
+        self.modules = {"netG": self.netG, "netD": self.netD}
+        o = cfg.optim
+        self.optimizers = {"G": self.adam(self.netG.parameters(), o.lr_g), "D": self.adam(self.netD.parameters(), o.lr_d)}
+
+    def set_lr(self, step: int) -> float:
+        f = lr_factor(step, self.steps_per_epoch, self.cfg.model.lr_decay_epoch)
+        for name, base in (("G", self.cfg.optim.lr_g), ("D", self.cfg.optim.lr_d)):
+            for group in self.optimizers[name].param_groups:
+                group["lr"] = base * f
+        return f
+
+    def step(self, batch: Batch, step: int):
+        f = self.set_lr(step)
+        real = batch.images[-1]
+        words, sent, mask = self.encode(batch)
+        out = self.netG.run(self.noise(real.size(0), real.device), sent)
+        fake, mu, logvar = out.images[-1], out.mu, out.logvar
+        cond = mu.detach()
+        D = self.netD
+        # D (official compute_discriminator_loss)
+        real_f, fake_f = D(real), D(fake.detach())
+        d_real = bce(D.get_cond_logits(real_f, cond), True)
+        d_wrong = bce(D.get_cond_logits(real_f, roll(cond)), False)
+        d_fake = bce(D.get_cond_logits(fake_f, cond), False)
+        if D.get_uncond_logits is not None:
+            u_real = bce(D.get_uncond_logits(real_f), True)
+            u_fake = bce(D.get_uncond_logits(fake_f), False)
+            d_loss = (d_real + u_real) / 2.0 + (d_fake + d_wrong + u_fake) / 3.0
+        else:
+            d_loss = d_real + (d_fake + d_wrong) * 0.5
+        self.step_optim("D", d_loss)
+        # G (compute_generator_loss + KL)
+        fake_f = D(fake)
+        g_adv = bce(D.get_cond_logits(fake_f, cond), True)
+        if D.get_uncond_logits is not None:
+            g_adv = g_adv + bce(D.get_uncond_logits(fake_f), True)
+        kl = kl_loss(mu, logvar)
+        extra = self.damsm_loss(fake, words, sent, mask)
+        g_loss = g_adv + sum(extra.values()) + self.cfg.model.kl_coeff * kl
+        self.step_optim("G", g_loss)
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "kl": kl.detach(), "d_real": d_real.detach(),
+                "d_wrong": d_wrong.detach(), "d_fake": d_fake.detach(), "lr_factor": torch.tensor(f),
+                **{k: v.detach() for k, v in extra.items()}}
+
+
+def load_stage1(path: str, encoder) -> stackgan.STAGE1_G:
+    """The stage-I generator of a ``stackgan`` stage-1 run (its exported pipeline), trained on the
+    same text encoder as ``encoder``."""
+    from t2igan.text.spec import load_encoder_dir
+
+    if not path:
+        raise T2IError("stackgan stage 2 needs model.stage1: the folder of a trained stage-I run")
+    d = resolve_dir(path)
+    info = ckpt.read_json(d / "model_index.json")
+    if info.get("family") != "stackgan_stage1":
+        raise T2IError(f"model.stage1={path}: not a StackGAN stage-I run (family {info.get('family')!r})")
+    cfg, state = ckpt.read_component(d / "generator", generator_kind("stackgan_stage1"))
+    g = stackgan.STAGE1_G(**cfg)
+    ckpt.load_state_strict(g, state, str(d / "generator"))
+    if load_encoder_dir(d).fingerprint() != encoder.fingerprint():
+        raise T2IError(f"model.stage1={path}: its text encoder differs from this run's; train both stages "
+                       "with the same text_encoder")
+    return g
+
+
+def build(cfg, data, resume: bool):
+    text, vocab, img, spe = classic_text(cfg, data, "stackgan")
+    try:
+        return StackGANStep(cfg, text, vocab, spe, image_encoder=img), vocab
+    except ValueError as e:
+        raise model_error("stackgan", e) from None
+
+
+FAMILY = Family(
+    name="stackgan", title="StackGAN", paper="Zhang et al., ICCV 2017", config=StackGANRunConfig, build=build,
+    generators={"stackgan_stage1": stackgan.STAGE1_G, "stackgan_stage2": stackgan.STAGE2_G},
+    needs="a text encoder; stage II: a stage-I run (model.stage1)", preset="configs/stackgan_stage1_synth64.yaml",
+)

@@ -1,0 +1,130 @@
+"""StackGAN++ (StackGAN-v2, Zhang et al., TPAMI 2018): a tree of generators drawing 64, 128 and
+256 px jointly, with conditional and unconditional losses and the colour-consistency term;
+``model.hdgan: true`` swaps in HDGAN-style discriminators (Zhang et al., CVPR 2018: local patch
+image loss + pair loss, least squares). Defaults of ``code/cfg/birds_3stages.yml``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
+from t2igan.data.dataset import Batch
+from t2igan.families.base import Family
+from t2igan.families.classic import (_MultiScaleStep, bce, classic_optim, classic_text, classic_train, lsgan,
+                                     model_error, roll)
+from t2igan.models import stackganpp
+from t2igan.models.blocks import color_consistency_loss, kl_loss
+
+
+@dataclass
+class StackGANppConfig:
+    """StackGAN++ (StackGAN-v2); defaults: code/cfg/birds_3stages.yml."""
+
+    branch_num: int = 3  # TREE.BRANCH_NUM: scales base_size * 2**k
+    base_size: int = 64  # TREE.BASE_SIZE: first branch's side
+    gf_dim: int = 64  # GAN.GF_DIM
+    df_dim: int = 64  # GAN.DF_DIM
+    c_dim: int = 128  # GAN.EMBEDDING_DIM
+    nz: int = 100  # GAN.Z_DIM
+    r_num: int = 2  # GAN.R_NUM
+    kl_coeff: float = 2.0  # TRAIN.COEFF.KL
+    uncond_loss: float = 1.0  # TRAIN.COEFF.UNCOND_LOSS
+    color_loss: float = 0.0  # TRAIN.COEFF.COLOR_LOSS (birds: 0; the *_color configs: 50)
+    color_cov: float = 5.0  # covariance term weight relative to the mean term (official: 5)
+    hdgan: bool = False  # HDGAN-style discriminators: local patch image loss + pair (matching) loss
+    damsm_lambda: float = 0.0  # not in StackGAN++: AttnGAN's DAMSM word+sentence loss on the last scale; 0 = off
+    gamma1: float = 4.0  # DAMSM loss (AttnGAN TRAIN.SMOOTH.GAMMA1..3), used when damsm_lambda > 0
+    gamma2: float = 5.0
+    gamma3: float = 10.0
+
+
+@dataclass
+class StackGANppRunConfig:
+    task: str = "stackganpp"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: StackGANppConfig = field(default_factory=StackGANppConfig)
+    text_encoder: str = "runs/damsm_synth64"
+    optim: OptimConfig = field(default_factory=classic_optim)
+    train: TrainConfig = field(default_factory=lambda: classic_train("stackganpp_synth64"))
+
+
+class StackGANppStep(_MultiScaleStep):
+    family = "stackganpp"
+
+    def __init__(self, cfg, text, vocab, steps_per_epoch=1, image_encoder=None):
+        super().__init__(cfg, text, vocab, steps_per_epoch, image_encoder)
+        m = cfg.model
+        self.netG = stackganpp.G_NET(t_dim=self.nef, c_dim=m.c_dim, nz=m.nz, gf_dim=m.gf_dim, r_num=m.r_num,
+                                     branch_num=m.branch_num, base_size=m.base_size)
+        self.check_scales()
+        self.netsD = [stackganpp.D_NET(m.base_size * 2 ** k, m.df_dim, m.c_dim, hdgan=m.hdgan) for k in range(m.branch_num)]
+        self.modules = {"netG": self.netG, **{f"netD{k}": d for k, d in enumerate(self.netsD)}}
+        o = cfg.optim
+        self.optimizers = {"G": self.adam(self.netG.parameters(), o.lr_g), **self.d_optimizers(o)}
+
+    def step(self, batch: Batch, step: int):
+        m = self.cfg.model
+        words, sent, mask = self.encode(batch)
+        out = self.netG.run(self.noise(sent.size(0), sent.device), sent)
+        mu, logvar = out.mu, out.logvar
+        cond = mu.detach()
+        logs = {}
+        d_total = 0.0
+        for k, D in enumerate(self.netsD):
+            real, fake = batch.images[k], out.images[k].detach()
+            d_loss = (self.d_loss_hdgan if m.hdgan else self.d_loss)(D(real, cond), D(real, roll(cond)), D(fake, cond))
+            self.step_optim(f"D{k}", d_loss)
+            d_total = d_total + d_loss.detach()
+        g_loss = 0.0
+        for k, D in enumerate(self.netsD):  # official train_Gnet (HDGAN: pair + local image loss, LSGAN)
+            pair, local = D(out.images[k], mu)
+            if m.hdgan:
+                g_loss = g_loss + lsgan(pair, True) + lsgan(local, True)
+            else:
+                g_loss = g_loss + bce(pair, True) + (m.uncond_loss * bce(local, True) if m.uncond_loss > 0 else 0.0)
+        if m.color_loss > 0 and len(out.images) > 1:
+            color = sum(color_consistency_loss(out.images[k], out.images[k - 1], m.color_loss, m.color_cov)
+                        for k in range(1, len(out.images)))
+            g_loss = g_loss + color
+            logs["color"] = color.detach()
+        extra = self.damsm_loss(out.images[-1], words, sent, mask)
+        if extra:
+            g_loss = g_loss + sum(extra.values())
+            logs.update({k: v.detach() for k, v in extra.items()})
+        kl = kl_loss(mu, logvar)
+        g_loss = g_loss + m.kl_coeff * kl
+        self.step_optim("G", g_loss)
+        return {"d_loss": d_total, "g_loss": g_loss.detach(), "kl": kl.detach(), **logs}
+
+    def d_loss(self, r, w, f):
+        """Official StackGAN++ train_Dnet (wrong pair = real image, mismatched condition)."""
+        u = self.cfg.model.uncond_loss
+        e_real, e_wrong, e_fake = bce(r[0], True), bce(w[0], False), bce(f[0], False)
+        if u > 0:
+            e_real = e_real + u * bce(r[1], True)
+            e_wrong = e_wrong + u * bce(w[1], True)  # a real image is real, whatever the caption
+            e_fake = e_fake + u * bce(f[1], False)
+            return e_real + e_wrong + e_fake
+        return e_real + 0.5 * (e_wrong + e_fake)
+
+    @staticmethod
+    def d_loss_hdgan(r, w, f):
+        """HDGAN ``compute_d_pair_loss`` + ``compute_d_img_loss`` (least squares; the local image
+        loss sees real and mismatched-caption real images as real, fakes as fake)."""
+        pair = lsgan(r[0], True) + (lsgan(w[0], False) + lsgan(f[0], False)) / 2.0
+        image = 0.5 * lsgan(w[1], True) + 0.5 * lsgan(r[1], True) + lsgan(f[1], False)
+        return pair + image
+
+
+def build(cfg, data, resume: bool):
+    text, vocab, img, spe = classic_text(cfg, data, "stackganpp")
+    try:
+        return StackGANppStep(cfg, text, vocab, spe, image_encoder=img), vocab
+    except ValueError as e:
+        raise model_error("stackganpp", e) from None
+
+
+FAMILY = Family(
+    name="stackganpp", title="StackGAN++", paper="Zhang et al., TPAMI 2018 (HDGAN-style D: model.hdgan)",
+    config=StackGANppRunConfig, build=build, generators={"stackganpp": stackganpp.G_NET},
+    needs="a text encoder", preset="configs/stackganpp_synth64.yaml",
+)

@@ -84,8 +84,7 @@ class Pipeline:
     def title(self) -> str:
         """Display name of the model's family (``DF-GAN``, ``StackGAN stage I`` ...)."""
         fam = registry.of_model(self.family)
-        title = fam.title if fam else self.family
-        return f"{title} stage {'I' * int(self.family[-1])}" if self.family.startswith("stackgan_stage") else title
+        return fam.title_of(self.family) if fam else self.family
 
     @property
     def device(self) -> torch.device:
@@ -168,19 +167,12 @@ class Pipeline:
     @property
     def stage_sizes(self) -> list[int]:
         """Image size of every stage the generator draws, smallest first (one entry: a single-stage model)."""
-        g = self.generator
-        if hasattr(g, "branch_num"):  # StackGAN++ / HDGAN / AttnGAN / MirrorGAN tree
-            return [g.imsize // 2 ** (g.branch_num - 1 - k) for k in range(g.branch_num)]
-        if hasattr(g, "STAGE1_G"):  # StackGAN stage II over a frozen stage I
-            return [g.STAGE1_G.imsize, g.imsize]
-        return [self.image_size]
+        return list(getattr(self.generator, "stage_sizes", None) or [self.image_size])
 
     @property
     def attends_words(self) -> bool:
         """True when the generator returns word attention maps (AttnGAN / MirrorGAN with 2+ stages)."""
-        from t2igan.models.attngan import G_NET
-
-        return isinstance(self.generator, G_NET) and self.generator.branch_num > 1
+        return bool(getattr(self.generator, "returns_attention", False))
 
     @torch.inference_mode()
     def synthesize(self, z: torch.Tensor, sent: torch.Tensor, words: torch.Tensor, mask: torch.Tensor,

@@ -52,7 +52,7 @@ class AttnGANStep(_MultiScaleStep):
         super().__init__(cfg, text, vocab, steps_per_epoch, image_encoder)
         m = cfg.model
         self.netG = self.gen_module.G_NET(t_dim=self.nef, c_dim=m.c_dim, nz=m.nz, gf_dim=m.gf_dim, r_num=m.r_num,
-                                          branch_num=m.branch_num, base_size=m.base_size)
+                                          branch_num=m.branch_num, base_size=m.base_size, w_dim=self.word_dim)
         self.check_scales()
         self.netsD = [self.gen_module.D_NET(m.base_size * 2 ** k, m.df_dim, self.nef) for k in range(m.branch_num)]
         self.modules = {"netG": self.netG, **{f"netD{k}": d for k, d in enumerate(self.netsD)}}

@@ -34,12 +34,21 @@ class Family:
     text: str = "sentence"  # what it reads of its text encoder: sentence | words | trains (its own) | none
     needs: str = ""  # what must be trained before it
     preset: str = ""  # its SynthFlowers preset in configs/
+    titles: Mapping[str, str] = field(default_factory=dict)  # display names of its outputs, where not ``title``
+
+    def title_of(self, model_family: str) -> str:
+        return self.titles.get(model_family, self.title)
 
     def __post_init__(self):
         if (self.build is None) == (self.fit is None):
             raise ValueError(f"family {self.name}: give exactly one of build (the trainer's step) or fit (own loop)")
 
 
+# A generator class (``Family.generators``) is an ``nn.Module`` built from its ``config`` dict
+# (saved as generator/config.json) with ``nz`` (noise width) and ``imsize``, and either
+# ``run(z, sent, words, mask, eps=None) -> GenOutput`` (multi-stage or word-attending models;
+# ``eps_dims``: widths of its conditioning-augmentation noise) or ``forward(z, sent) -> images``.
+# Optional: ``stage_sizes`` (every stage's side, smallest first) and ``returns_attention``.
 def generator_kind(model_family: str) -> str:
     """The component kind of a generator in ``generator/config.json``."""
     return f"{model_family}_generator"

@@ -60,17 +60,14 @@ class ClassicStep(StepBase):
     ema_of = "netG"
     family = ""
     switches = frozenset({"precision", "channels_last", "adam"})
-    words = False  # the generator attends over word features
+    words = False  # the generator attends over word features (of width self.word_dim)
 
     def __init__(self, cfg, text: Conditioning, vocab, steps_per_epoch: int = 1, image_encoder=None):
         super().__init__()
         self.cfg, self.vocab, self.text = cfg, vocab, text
         self.text_encoder = text.encoder
         self.nef = text.sentence_dim
-        if self.words and text.encoder.word_dim != self.nef:
-            raise T2IError(f"{cfg.task} attends over words as wide as the sentence vector (official nef); the text "
-                           f"encoder {text.encoder.spec!r} gives {text.encoder.word_dim}-d words and {self.nef}-d "
-                           "sentences")
+        self.word_dim = text.encoder.word_dim
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.frozen: list[nn.Module] = [self.text_encoder]
         self.image_encoder = None

@@ -125,7 +125,7 @@ def build_student(cfg, vocab, dim: int) -> tuple[nn.Module, dict]:
 
 
 class DistillStep(StepBase):
-    switches = frozenset({"precision", "channels_last"})
+    switches = frozenset({"precision"})  # no 2-d convolutions: channels_last would change nothing
 
     def __init__(self, cfg, vocab, data: CaptionedImages, eval_data: CaptionedImages | None):
         super().__init__()

@@ -152,4 +152,5 @@ FAMILY = Family(
     name="stackgan", title="StackGAN", paper="Zhang et al., ICCV 2017", config=StackGANRunConfig, build=build,
     generators={"stackgan_stage1": stackgan.STAGE1_G, "stackgan_stage2": stackgan.STAGE2_G},
     needs="a text encoder; stage II: a stage-I run (model.stage1)", preset="configs/stackgan_stage1_synth64.yaml",
+    titles={"stackgan_stage1": "StackGAN stage I", "stackgan_stage2": "StackGAN stage II"},
 )

@@ -49,12 +49,17 @@ class G_NET(TreeGenerator):  # noqa: N801
     next_stage = NEXT_STAGE_G  # MirrorGAN swaps in its GLAM stage
 
     def __init__(self, t_dim: int = 256, c_dim: int = 100, nz: int = 100, gf_dim: int = 32, r_num: int = 2,
-                 branch_num: int = 3, base_size: int = 64):
+                 branch_num: int = 3, base_size: int = 64, w_dim: int | None = None):
+        """``w_dim``: width of the word features the stages attend over (None: ``t_dim``, as DAMSM
+        gives both; another encoder may give other widths, e.g. Reed's char-CNN-RNN 512 and 1024)."""
+        self.w_dim = t_dim if w_dim is None else w_dim
         super().__init__(t_dim, c_dim, nz, gf_dim, r_num, branch_num, base_size)
+        if w_dim is not None and w_dim != t_dim:
+            self.config["w_dim"] = w_dim  # saved only when it differs: official-shape configs stay as they were
 
     def make_stage(self, k: int) -> tuple[nn.Module, int]:
         cfg = self.config
-        return self.next_stage(cfg["gf_dim"], cfg["t_dim"], cfg["c_dim"], cfg["r_num"]), cfg["gf_dim"]
+        return self.next_stage(cfg["gf_dim"], self.w_dim, cfg["c_dim"], cfg["r_num"]), cfg["gf_dim"]
 
 
 class D_GET_LOGITS(nn.Module):  # noqa: N801

@@ -351,6 +351,16 @@ class TreeGenerator(nn.Module):
             self.add_module(f"h_net{k}", stage)
             self.add_module(f"img_net{k}", GET_IMAGE_G(width))
 
+    @property
+    def stage_sizes(self) -> list[int]:
+        """Side of every branch's image, smallest first."""
+        return [self.imsize // 2 ** (self.branch_num - 1 - k) for k in range(self.branch_num)]
+
+    @property
+    def returns_attention(self) -> bool:
+        """``run`` returns word attention maps (an attending tree with 2+ branches)."""
+        return self.attends_words and self.branch_num > 1
+
     def make_stage(self, k: int) -> tuple[nn.Module, int]:
         """Branch ``k``'s (>= 2) ``NEXT_STAGE_G`` built from ``self.config``, and its output width."""
         raise NotImplementedError

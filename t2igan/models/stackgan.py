@@ -110,6 +110,7 @@ class STAGE2_G(Upsamplings, nn.Module):  # noqa: N801
         self.STAGE1_G.requires_grad_(False)
         s1 = self.STAGE1_G.imsize
         self.nz, self.c_dim, self.imsize, self.ef_dim = self.STAGE1_G.nz, c_dim, imsize, c_dim
+        self.stage_sizes = [s1, imsize]  # run() draws both stages
         ngf = gf_dim
         n_up = log2_int(imsize, "stage-II image size") - log2_int(s1, "stage-I image size") + 2  # from s1/4
         if not 1 <= n_up <= 4:

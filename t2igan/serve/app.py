@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException
 
 import t2igan
 from t2igan import T2IError
+from t2igan.families import registry
 from t2igan.pipeline import Pipeline
 from t2igan.serve.batcher import Job, ModelWorker, QueueFull, Result
 
@@ -47,8 +48,8 @@ def extras_notes(pipe: Pipeline, stages: bool, attention: bool) -> list[str]:
     if stages and len(pipe.stage_sizes) == 1:
         notes.append(f"{name} draws one image scale, so stages is empty")
     if attention and not pipe.attends_words:
-        notes.append(f"{name} has no word attention (only AttnGAN and MirrorGAN with 2+ stages have), "
-                     "so attention is empty")
+        have = " and ".join(f.title for f in registry.FAMILIES if f.text == "words")
+        notes.append(f"{name} has no word attention (only {have} with 2+ stages have), so attention is empty")
     return notes
 
 
@@ -223,6 +224,7 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
     class ModelInfo(BaseModel):
         name: str
         family: str
+        title: str = Field(description="display name of the model's family")
         image_size: int
         default: bool
         text_encoder: str = Field(description="damsm (the model's own vocabulary) or a frozen pretrained encoder")
@@ -385,7 +387,7 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
         def info(n: str, w: ModelWorker) -> ModelInfo:
             p = w.pipe
             own = p.vocab is not None
-            return ModelInfo(name=n, family=p.family, image_size=p.image_size, default=n == default_model,
+            return ModelInfo(name=n, family=p.family, title=p.title, image_size=p.image_size, default=n == default_model,
                              text_encoder="damsm" if own else str(getattr(p.text_encoder, "name", "pretrained")),
                              vocab_size=len(p.vocab) if own else None, max_words=p.max_words if own else None,
                              stage_sizes=p.stage_sizes, stages=len(p.stage_sizes) > 1, attention=p.attends_words,

@@ -91,7 +91,7 @@ class CaptionEncoder(nn.Module):
         for k, v in sorted(self.state_dict().items()):
             t = v.detach().to("cpu").contiguous()
             h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d too (CLIP logit_scale)
         return h.hexdigest()
 
     @torch.no_grad()

@@ -189,9 +189,9 @@ def _eval_device(name):
 # ----------------------------------------------------------------------------- convert
 def cmd_convert_t7(a) -> None:
     from t2igan.convert.reed_t7 import convert_char_cnn_rnn
+    from t2igan.core import weights as ckpt
     from t2igan.core.folder import write_model_index
     from t2igan.text.char_cnn_rnn import CharCNNRNNCaptionEncoder
-    from t2igan.core import weights as ckpt
 
     model = convert_char_cnn_rnn(a.t7, doc_length=a.doc_length)
     final = Path(a.out)

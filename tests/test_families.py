@@ -308,11 +308,34 @@ def test_ddp_is_honoured_or_refused(task, tiny_data, tiny_damsm, stream_run, tmp
     extra = {"stream": str(stream_run)} if task == "mirrorgan" else {}
     tr = build_training(_switch_config(task, tiny_data, tiny_damsm, tmp_path / "r", **extra), resume=False)
     if "ddp" in tr.task.switches:
-        check_switches(tr.tc, tr.task, task, world_size=2)
+        check_switches(tr.tc, tr.task.switches, task, world_size=2)
         assert task in ("dfgan", "damsm")
     else:
         with pytest.raises(T2IError, match=r"2 processes \(torchrun\): the .* step does not support it"):
-            check_switches(tr.tc, tr.task, task, world_size=2)
+            check_switches(tr.tc, tr.task.switches, task, world_size=2)
+
+
+def test_a_refused_switch_writes_nothing_not_even_a_cache(tiny_data, specs, tmp_path):
+    """The switch check comes before the dataset is read: no image cache, no embedding cache."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data, ignore=shutil.ignore_patterns(".cache"))
+    for task in ("gan_int_cls", "stackganpp"):
+        with pytest.raises(T2IError, match="train.compile=true: the .* step does not support it"):
+            build_training(family_config(task, data, tmp_path / task, specs["minilm"], **{"train.compile": True}),
+                           resume=False)
+    assert not (data / ".cache").exists() and not (tmp_path / "gan_int_cls").exists()
+    assert registry.get("stackganpp").switches == registry.get("stackganpp").step.switches
+
+
+def test_stream_builds_its_vocabulary_on_every_encoder_kind(flowers, specs, tmp_path):
+    """STREAM reads tokens only: any encoder gives it a vocabulary (its own, or the captions')."""
+    for kind in ENCODERS:
+        tr = build_training(family_config("stream", flowers, tmp_path / kind, specs[kind]), resume=False)
+        assert tr.fit()["step"] == 2 and (tmp_path / kind / "pipeline" / "vocab.json").is_file()
+    assert json.loads((tmp_path / "minilm" / "pipeline" / "vocab.json").read_text()) == \
+        json.loads((tmp_path / "precomputed" / "pipeline" / "vocab.json").read_text())  # both from the captions
 
 
 def test_the_evaluator_refuses_every_switch(tiny_data, tmp_path):

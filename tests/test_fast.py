@@ -166,7 +166,7 @@ def test_fused_upsample_refused_without_such_blocks(tiny_data, tmp_path):
     cfg = load_config(None, tiny_overrides(tiny_data, out, **{
         "text.embed_dim": 16, "text.word_dim": 8, "image.width": 4, "image.image_size": 32,
         "train.fused_upsample": True}), task="damsm")
-    with pytest.raises(T2IError, match="train.fused_upsample=true is for DF-GAN generators"):
+    with pytest.raises(T2IError, match="train.fused_upsample=true: the damsm step does not support it"):
         build_training(cfg, resume=False)
     assert not out.exists()  # nothing written
 

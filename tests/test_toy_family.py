@@ -131,7 +131,7 @@ def build(cfg, data, resume: bool):
     return ToyStep(cfg, text, vocab), vocab
 
 
-FAMILY = Family(name="toy", title="Toy GAN", paper="tests/test_toy_family.py", config=ToyRunConfig, build=build,
+FAMILY = Family(name="toy", title="Toy GAN", paper="tests/test_toy_family.py", config=ToyRunConfig, build=build, step=ToyStep,
                 generators={"toy": ToyGenerator}, needs="a text encoder")
 '''
 

@@ -92,9 +92,9 @@ def retrieval(sim_ti: np.ndarray, labels: list[str]) -> dict:
 @torch.no_grad()
 def embed_report(spec: str, data_root: str, out_dir: str, split: str = "test", damsm: str | None = None,
                  class_attr: str = "petal_colour", n: int = 200, seed: int = 0, batch_size: int = 100) -> dict:
+    from t2igan.core import weights as ckpt
     from t2igan.data.birds import load_any
     from t2igan.text.spec import load_caption_encoder
-    from t2igan.core import weights as ckpt
 
     data = load_any(data_root, split)
     labels_all = class_labels(data, class_attr)
@@ -122,8 +122,8 @@ def embed_report(spec: str, data_root: str, out_dir: str, split: str = "test", d
                       "png": str(out / "text_text.png")},
     }
     if damsm:
-        from t2igan.data.folder import load_image
         from t2igan.core.folder import resolve_dir
+        from t2igan.data.folder import load_image
         from t2igan.text import damsm as damsm_mod
 
         d = resolve_dir(damsm)

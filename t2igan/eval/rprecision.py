@@ -33,9 +33,10 @@ class DAMSMScorer:
     def from_pretrained(cls, path: str | os.PathLike, device="cpu") -> "DAMSMScorer":
         import hashlib
 
-        from t2igan.eval.evaluator import sha256_file
         from t2igan.core.folder import resolve_dir
-        from t2igan.text.damsm_encoder import load_damsm_text_encoder as load_text_encoder, load_image_encoder
+        from t2igan.eval.evaluator import sha256_file
+        from t2igan.text.damsm_encoder import load_damsm_text_encoder as load_text_encoder
+        from t2igan.text.damsm_encoder import load_image_encoder
 
         d = resolve_dir(path)
         if not (d / "image_encoder").is_dir():

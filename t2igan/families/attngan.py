@@ -10,7 +10,7 @@ import torch
 from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
 from t2igan.data.dataset import Batch
 from t2igan.families.base import Family
-from t2igan.families.classic import _MultiScaleStep, bce, classic_optim, classic_text, classic_train, model_error, roll
+from t2igan.families.classic import _MultiScaleStep, bce, classic_build, classic_optim, classic_train, roll
 from t2igan.models import attngan
 from t2igan.models.blocks import kl_loss
 
@@ -38,7 +38,7 @@ class AttnGANRunConfig:
     task: str = "attngan"
     data: DataConfig = field(default_factory=DataConfig)
     model: AttnGANConfig = field(default_factory=AttnGANConfig)
-    text_encoder: str = "runs/damsm_synth64"  # DAMSM run: frozen text encoder + image encoder (DAMSM loss)
+    text_encoder: str = "runs/damsm_synth64"  # a text encoder with word features (t2igan.text.spec): a DAMSM run, minilm[:DIR], clip:ARCH:CKPT, char-cnn-rnn:DIR, precomputed:DATA_ROOT; the DAMSM loss needs a DAMSM run
     optim: OptimConfig = field(default_factory=classic_optim)
     train: TrainConfig = field(default_factory=lambda: classic_train("attngan_synth64", 0.999))  # official avg_param_G
 
@@ -92,16 +92,11 @@ class AttnGANStep(_MultiScaleStep):
                 **{k: v.detach() for k, v in extra.items()}}
 
 
-def build(cfg, data, resume: bool):
-    text, vocab, img, spe = classic_text(cfg, data, "attngan", words=True)
-    try:
-        return AttnGANStep(cfg, text, vocab, spe, image_encoder=img), vocab
-    except ValueError as e:
-        raise model_error("attngan", e) from None
+build = classic_build(AttnGANStep, words=True)
 
 
 FAMILY = Family(
-    name="attngan", title="AttnGAN", paper="Xu et al., CVPR 2018", config=AttnGANRunConfig, build=build,
+    name="attngan", title="AttnGAN", paper="Xu et al., CVPR 2018", config=AttnGANRunConfig, build=build, step=AttnGANStep,
     generators={"attngan": attngan.G_NET}, text="words",
-    needs="a DAMSM run (text encoder + the image encoder of its DAMSM loss)", preset="configs/attngan_synth64.yaml",
+    needs="a text encoder with word features; its DAMSM loss (on by default) a DAMSM run", preset="configs/attngan_synth64.yaml",
 )

@@ -28,6 +28,7 @@ class Family:
     paper: str  # where it comes from
     config: type  # the run config dataclass (its ``task`` default is ``name``)
     build: Callable[..., Any] | None = None  # (cfg, data, resume) -> (TrainStep, Vocabulary): trained by the one trainer
+    step: type | None = None  # the class of the TrainStep that build makes (its ``switches`` are checked first)
     fit: Callable[..., Path] | None = None  # (cfg) -> output folder: families with a loop of their own (evaluator)
     generators: Mapping[str, type] = field(default_factory=dict)  # model_index.json "family" -> generator class
     outputs: tuple[str, ...] = ()  # model_index.json "family" of the other folders it writes (encoders, captioners)
@@ -39,9 +40,16 @@ class Family:
     def title_of(self, model_family: str) -> str:
         return self.titles.get(model_family, self.title)
 
+    @property
+    def switches(self) -> frozenset[str]:
+        """The train.* fast paths its step honours (none for a family with its own loop)."""
+        return self.step.switches if self.step is not None else frozenset()
+
     def __post_init__(self):
         if (self.build is None) == (self.fit is None):
             raise ValueError(f"family {self.name}: give exactly one of build (the trainer's step) or fit (own loop)")
+        if self.build is not None and self.step is None:
+            raise ValueError(f"family {self.name}: name its TrainStep class (step=...)")
 
 
 # A generator class (``Family.generators``) is an ``nn.Module`` built from its ``config`` dict
@@ -149,11 +157,11 @@ def asked_switches(tc, world_size: int = 1) -> dict[str, str]:
     return asked
 
 
-def check_switches(tc, step: TrainStep, task: str, world_size: int = 1) -> None:
-    """Refuse, with one line naming the setting, every asked fast path the step does not honour."""
+def check_switches(tc, switches: frozenset[str], task: str, world_size: int = 1) -> None:
+    """Refuse, with one line naming the setting, every asked fast path not in ``switches`` (a step's)."""
     for key, setting in asked_switches(tc, world_size).items():
-        if key not in step.switches:
-            ok = ", ".join(s for s in SWITCHES if s in step.switches) or "none"
+        if key not in switches:
+            ok = ", ".join(s for s in SWITCHES if s in switches) or "none"
             raise T2IError(f"{setting}: the {task} step does not support it (its fast paths: {ok})")
 
 

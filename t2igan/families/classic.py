@@ -162,3 +162,15 @@ def classic_text(cfg, data, task: str, words: bool = False):
 def model_error(task: str, e: ValueError) -> T2IError:
     """A model constructor refusing a size/width combination, as one line."""
     return T2IError(f"{task}: {e}")
+
+
+def classic_build(step_cls, words: bool = False):
+    """The ``build`` of a classic family whose step takes (cfg, text, vocab, steps per epoch, image encoder)."""
+    def build(cfg, data, resume: bool):
+        text, vocab, img, spe = classic_text(cfg, data, cfg.task, words=words)
+        try:
+            return step_cls(cfg, text, vocab, spe, image_encoder=img), vocab
+        except ValueError as e:
+            raise model_error(cfg.task, e) from None
+
+    return build

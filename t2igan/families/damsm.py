@@ -47,7 +47,7 @@ class DAMSMLossConfig:
 class DAMSMRunConfig:
     task: str = "damsm"
     data: DataConfig = field(default_factory=DataConfig)
-    text_encoder: str = ""  # "": train the DAMSM bi-LSTM with the image encoder; minilm, minilm:DIR, clip:ARCH:CKPT: that frozen encoder's cached sentence vectors, only the image encoder trains (nef = its width; section text unused)
+    text_encoder: str = ""  # "": train the DAMSM bi-LSTM with the image encoder; a frozen encoder spec (minilm[:DIR], clip:ARCH:CKPT, char-cnn-rnn:DIR, precomputed:DATA_ROOT): that frozen encoder's cached sentence vectors, only the image encoder trains (nef = its width; section text unused)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     loss: DAMSMLossConfig = field(default_factory=DAMSMLossConfig)
@@ -67,7 +67,7 @@ def _i2t_accuracy(code: torch.Tensor, sent: torch.Tensor, mask: torch.Tensor | N
 class DAMSMStep(StepBase):
     """Pretrain the DAMSM text and image encoders with the word + sentence matching losses.
 
-    With ``sentences`` (config ``text_encoder: minilm | minilm:DIR | clip:ARCH:CKPT``) the text
+    With ``sentences`` (config ``text_encoder``: a frozen encoder spec, minilm, clip, char-cnn-rnn, precomputed) the text
     side is that frozen pretrained encoder, read as its cached sentence vectors: only the image
     encoder trains, with the sentence loss alone (there are no word features in the cache). Its
     global code is made the encoder's width (``nef = sentence_dim``): ``emb_cnn_code`` is already
@@ -190,6 +190,6 @@ def build(cfg, data, resume: bool):
 
 
 FAMILY = Family(
-    name="damsm", title="DAMSM", paper="Xu et al., AttnGAN, CVPR 2018", config=DAMSMRunConfig, build=build,
+    name="damsm", title="DAMSM", paper="Xu et al., AttnGAN, CVPR 2018", config=DAMSMRunConfig, build=build, step=DAMSMStep,
     outputs=("damsm",), text="trains", preset="configs/damsm_synth64.yaml",
 )

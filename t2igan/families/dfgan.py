@@ -47,7 +47,7 @@ class DFGANLossConfig:
     gamma2: float = 5.0  # word-region aggregation (GAMMA2)
     gamma3: float = 10.0  # similarity scale (GAMMA3)
     damsm_words: bool = True  # DAMSM word loss as well as the sentence loss (false: sentence term only; must be false with a frozen text_encoder)
-    damsm_image_encoder: str = ""  # with a frozen text_encoder (minilm, clip): the image encoder run trained against it (task damsm); "" otherwise
+    damsm_image_encoder: str = ""  # with a frozen text_encoder (not a DAMSM run): the image encoder run trained against it (task damsm); "" otherwise
 
 
 @dataclass
@@ -55,7 +55,7 @@ class DFGANRunConfig:
     task: str = "dfgan"
     data: DataConfig = field(default_factory=DataConfig)
     model: DFGANConfig = field(default_factory=DFGANConfig)
-    text_encoder: str = "runs/damsm_synth64"  # a DAMSM run (or its pipeline dir), or a frozen encoder spec (minilm, minilm:DIR, clip:ARCH:CKPT) used through the embedding cache
+    text_encoder: str = "runs/damsm_synth64"  # any text encoder spec (t2igan.text.spec): a DAMSM run, minilm[:DIR], clip:ARCH:CKPT, char-cnn-rnn:DIR, precomputed:DATA_ROOT; frozen ones through the embedding cache
     loss: DFGANLossConfig = field(default_factory=DFGANLossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/dfgan_synth64"))
@@ -214,7 +214,7 @@ def build(cfg, data, resume: bool):
 
 
 FAMILY = Family(
-    name="dfgan", title="DF-GAN", paper="Tao et al., CVPR 2022", config=DFGANRunConfig, build=build,
+    name="dfgan", title="DF-GAN", paper="Tao et al., CVPR 2022", config=DFGANRunConfig, build=build, step=DFGANStep,
     generators={"dfgan": dfgan.NetG}, needs="a text encoder: a DAMSM run (task damsm) or a frozen encoder",
     preset="configs/dfgan_synth64.yaml",
 )

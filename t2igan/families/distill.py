@@ -45,7 +45,7 @@ METRICS = "distill_metrics.json"
 
 @dataclass
 class DistillStudentConfig:
-    """The encoder trained to reproduce the teacher's embeddings (t2igan.text.distill)."""
+    """The encoder trained to reproduce the teacher's embeddings (t2igan.families.distill)."""
 
     arch: str = "damsm"  # damsm (bi-LSTM) | char_cnn_rnn
     embed_dim: int = 0  # sentence width; 0 = the teacher's (it must match)
@@ -60,7 +60,7 @@ class DistillStudentConfig:
 
 @dataclass
 class DistillTeacherConfig:
-    source: str = "minilm"  # frozen encoder spec (minilm, minilm:DIR, clip:ARCH:CKPT, damsm:RUN) or 'pickle' (dataset embeddings)
+    source: str = "minilm"  # any text encoder spec (t2igan.text.spec: damsm:RUN, minilm[:DIR], clip:ARCH:CKPT, char-cnn-rnn:DIR, precomputed:DATA_ROOT) or 'pickle' (dataset embeddings)
     cache_dir: str = ""  # embedding cache folder ('' = DATA_ROOT/.cache/text_embeddings)
     batch_size: int = 256  # captions per teacher forward pass when filling the cache
 
@@ -212,7 +212,7 @@ def build(cfg, data: CaptionedImages, resume: bool):
 
 
 FAMILY = Family(
-    name="distill", title="text-encoder distillation", paper="(t2igan)", config=DistillRunConfig, build=build,
+    name="distill", title="text-encoder distillation", paper="(t2igan)", config=DistillRunConfig, build=build, step=DistillStep,
     outputs=("text_encoder",), text="trains", needs="a teacher: a frozen encoder or the dataset's embeddings pickles",
     preset="configs/distill_minilm_synth64.yaml",
 )

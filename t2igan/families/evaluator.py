@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from t2igan import T2IError
 from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
+from t2igan.core.distributed import world_from_env
 from t2igan.eval.evaluator import train_evaluator
-from t2igan.families.base import Family, asked_switches
+from t2igan.families.base import Family, check_switches
 
 
 @dataclass
@@ -30,14 +30,13 @@ class EvaluatorRunConfig:
 
 
 def fit(cfg) -> Path:
-    """Train and save the evaluator; the trainer's fast paths do not apply to its loop (refused)."""
-    for setting in asked_switches(cfg.train).values():
-        raise T2IError(f"{setting}: the evaluator trains with its own loop, which has no fast paths")
+    """Train and save the evaluator; the trainer's fast paths and torchrun do not apply to its loop (refused)."""
+    check_switches(cfg.train, frozenset(), "evaluator (its own loop)", world_from_env().size)
     return train_evaluator(cfg)
 
 
 FAMILY = Family(
     name="evaluator", title="attribute evaluator", paper="(t2igan; SynthFlowers / emoji metric)",
-    config=EvaluatorRunConfig, fit=fit, outputs=("evaluator",), text="none",
+    config=EvaluatorRunConfig, fit=fit, text="none",
     needs="a dataset with attribute labels (SynthFlowers) or emoji", preset="configs/evaluator_synth64.yaml",
 )

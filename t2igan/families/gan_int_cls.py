@@ -10,7 +10,7 @@ import torch
 from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
 from t2igan.data.dataset import Batch
 from t2igan.families.base import Family
-from t2igan.families.classic import ClassicStep, bce, classic_optim, classic_text, classic_train, model_error, roll
+from t2igan.families.classic import ClassicStep, bce, classic_build, classic_optim, classic_train, roll
 from t2igan.models import gan_int_cls
 
 
@@ -31,7 +31,7 @@ class GANINTCLSRunConfig:
     task: str = "gan_int_cls"
     data: DataConfig = field(default_factory=DataConfig)
     model: GANINTCLSConfig = field(default_factory=GANINTCLSConfig)
-    text_encoder: str = "runs/damsm_synth64"
+    text_encoder: str = "runs/damsm_synth64"  # any text encoder spec (t2igan.text.spec): a DAMSM run, minilm[:DIR], clip:ARCH:CKPT, char-cnn-rnn:DIR, precomputed:DATA_ROOT
     optim: OptimConfig = field(default_factory=classic_optim)
     train: TrainConfig = field(default_factory=lambda: classic_train("gan_int_cls_synth64"))
 
@@ -78,16 +78,11 @@ class GANINTCLSStep(ClassicStep):
                 "d_wrong": d_wrong.detach(), "d_fake": d_fake.detach(), "g_int": g_int.detach()}
 
 
-def build(cfg, data, resume: bool):
-    text, vocab, img, spe = classic_text(cfg, data, "gan_int_cls")
-    try:
-        return GANINTCLSStep(cfg, text, vocab, spe), vocab
-    except ValueError as e:
-        raise model_error("gan_int_cls", e) from None
+build = classic_build(GANINTCLSStep)
 
 
 FAMILY = Family(
-    name="gan_int_cls", title="GAN-INT-CLS", paper="Reed et al., ICML 2016", config=GANINTCLSRunConfig, build=build,
+    name="gan_int_cls", title="GAN-INT-CLS", paper="Reed et al., ICML 2016", config=GANINTCLSRunConfig, build=build, step=GANINTCLSStep,
     generators={"gan_int_cls": gan_int_cls.NetG}, needs="a text encoder (a DAMSM run or a frozen encoder)",
     preset="configs/gan_int_cls_synth64.yaml",
 )

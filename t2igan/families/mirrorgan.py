@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from t2igan import T2IError
 from t2igan.core import weights as ckpt
 from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
@@ -48,7 +46,7 @@ class MirrorGANRunConfig:
     task: str = "mirrorgan"
     data: DataConfig = field(default_factory=DataConfig)
     model: MirrorGANConfig = field(default_factory=MirrorGANConfig)
-    text_encoder: str = "runs/damsm_synth64"
+    text_encoder: str = "runs/damsm_synth64"  # a text encoder with word features (see AttnGAN)
     stream: str = "runs/stream_synth64"  # trained STREAM captioner run (task stream); frozen
     optim: OptimConfig = field(default_factory=classic_optim)
     train: TrainConfig = field(default_factory=lambda: classic_train("mirrorgan_synth64", 0.999))
@@ -59,7 +57,7 @@ class STREAMRunConfig:
     task: str = "stream"
     data: DataConfig = field(default_factory=DataConfig)
     model: STREAMConfig = field(default_factory=STREAMConfig)
-    text_encoder: str = "runs/damsm_synth64"  # only its vocabulary is used (same token ids as the GAN)
+    text_encoder: str = "runs/damsm_synth64"  # only its vocabulary is used (same token ids as the GAN; non-DAMSM: built from the training captions)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr_g=1e-3, beta1=0.9, beta2=0.999))
     train: TrainConfig = field(default_factory=lambda: classic_train("stream_synth64"))
 
@@ -161,12 +159,12 @@ def build_stream(cfg, data, resume: bool):
 
 
 FAMILY = Family(
-    name="mirrorgan", title="MirrorGAN", paper="Qiao et al., CVPR 2019", config=MirrorGANRunConfig, build=build,
+    name="mirrorgan", title="MirrorGAN", paper="Qiao et al., CVPR 2019", config=MirrorGANRunConfig, build=build, step=MirrorGANStep,
     generators={"mirrorgan": mirrorgan.G_NET}, text="words",
     needs="a text encoder and a STREAM run (task stream) on its vocabulary", preset="configs/mirrorgan_synth64.yaml",
 )
 STREAM = Family(
     name="stream", title="STREAM captioner", paper="Qiao et al., CVPR 2019 (MirrorGAN's STREAM)",
-    config=STREAMRunConfig, build=build_stream, outputs=("stream",), text="none",
+    config=STREAMRunConfig, build=build_stream, step=STREAMStep, outputs=("stream",), text="none",
     needs="a text encoder (for its vocabulary)", preset="configs/stream_synth64.yaml",
 )

@@ -115,6 +115,6 @@ def build(cfg, data, resume: bool):
 
 
 FAMILY = Family(
-    name="sje", title="char-CNN-RNN (SJE)", paper="Reed et al., CVPR 2016", config=SJERunConfig, build=build,
+    name="sje", title="char-CNN-RNN (SJE)", paper="Reed et al., CVPR 2016", config=SJERunConfig, build=build, step=SJEStep,
     outputs=("sje",), text="trains", preset="configs/char_cnn_rnn_synth64.yaml",
 )

@@ -13,7 +13,7 @@ from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
 from t2igan.core.folder import resolve_dir
 from t2igan.data.dataset import Batch
 from t2igan.families.base import Family, generator_kind
-from t2igan.families.classic import ClassicStep, bce, classic_optim, classic_text, classic_train, model_error, roll
+from t2igan.families.classic import ClassicStep, bce, classic_build, classic_optim, classic_train, roll
 from t2igan.models import stackgan
 from t2igan.models.blocks import kl_loss
 
@@ -43,7 +43,7 @@ class StackGANRunConfig:
     task: str = "stackgan"
     data: DataConfig = field(default_factory=DataConfig)
     model: StackGANConfig = field(default_factory=StackGANConfig)
-    text_encoder: str = "runs/damsm_synth64"
+    text_encoder: str = "runs/damsm_synth64"  # any text encoder spec (t2igan.text.spec): a DAMSM run, minilm[:DIR], clip:ARCH:CKPT, char-cnn-rnn:DIR, precomputed:DATA_ROOT
     optim: OptimConfig = field(default_factory=classic_optim)
     train: TrainConfig = field(default_factory=lambda: classic_train("stackgan_synth64"))
 
@@ -140,16 +140,11 @@ def load_stage1(path: str, encoder) -> stackgan.STAGE1_G:
     return g
 
 
-def build(cfg, data, resume: bool):
-    text, vocab, img, spe = classic_text(cfg, data, "stackgan")
-    try:
-        return StackGANStep(cfg, text, vocab, spe, image_encoder=img), vocab
-    except ValueError as e:
-        raise model_error("stackgan", e) from None
+build = classic_build(StackGANStep)
 
 
 FAMILY = Family(
-    name="stackgan", title="StackGAN", paper="Zhang et al., ICCV 2017", config=StackGANRunConfig, build=build,
+    name="stackgan", title="StackGAN", paper="Zhang et al., ICCV 2017", config=StackGANRunConfig, build=build, step=StackGANStep,
     generators={"stackgan_stage1": stackgan.STAGE1_G, "stackgan_stage2": stackgan.STAGE2_G},
     needs="a text encoder; stage II: a stage-I run (model.stage1)", preset="configs/stackgan_stage1_synth64.yaml",
     titles={"stackgan_stage1": "StackGAN stage I", "stackgan_stage2": "StackGAN stage II"},

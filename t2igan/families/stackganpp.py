@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
 from t2igan.data.dataset import Batch
 from t2igan.families.base import Family
-from t2igan.families.classic import (_MultiScaleStep, bce, classic_optim, classic_text, classic_train, lsgan,
-                                     model_error, roll)
+from t2igan.families.classic import _MultiScaleStep, bce, classic_build, classic_optim, classic_train, lsgan, roll
 from t2igan.models import stackganpp
 from t2igan.models.blocks import color_consistency_loss, kl_loss
 
@@ -42,7 +41,7 @@ class StackGANppRunConfig:
     task: str = "stackganpp"
     data: DataConfig = field(default_factory=DataConfig)
     model: StackGANppConfig = field(default_factory=StackGANppConfig)
-    text_encoder: str = "runs/damsm_synth64"
+    text_encoder: str = "runs/damsm_synth64"  # any text encoder spec (t2igan.text.spec): a DAMSM run, minilm[:DIR], clip:ARCH:CKPT, char-cnn-rnn:DIR, precomputed:DATA_ROOT
     optim: OptimConfig = field(default_factory=classic_optim)
     train: TrainConfig = field(default_factory=lambda: classic_train("stackganpp_synth64"))
 
@@ -115,16 +114,11 @@ class StackGANppStep(_MultiScaleStep):
         return pair + image
 
 
-def build(cfg, data, resume: bool):
-    text, vocab, img, spe = classic_text(cfg, data, "stackganpp")
-    try:
-        return StackGANppStep(cfg, text, vocab, spe, image_encoder=img), vocab
-    except ValueError as e:
-        raise model_error("stackganpp", e) from None
+build = classic_build(StackGANppStep)
 
 
 FAMILY = Family(
     name="stackganpp", title="StackGAN++", paper="Zhang et al., TPAMI 2018 (HDGAN-style D: model.hdgan)",
-    config=StackGANppRunConfig, build=build, generators={"stackganpp": stackganpp.G_NET},
+    config=StackGANppRunConfig, build=build, step=StackGANppStep, generators={"stackganpp": stackganpp.G_NET},
     needs="a text encoder", preset="configs/stackganpp_synth64.yaml",
 )

@@ -8,7 +8,7 @@
 
 ``words`` is batch-first ``[B, T, D]`` (the layout of transformers and of
 ``nn.LSTM(batch_first=True)``). The DAMSM losses keep the official ``[B, D, T]``:
-:class:`~t2igan.text.damsm.DAMSMCaptionEncoder` transposes, and ``TextFeatures.words_bdt``
+:class:`~t2igan.text.damsm_encoder.DAMSMCaptionEncoder` transposes, and ``TextFeatures.words_bdt``
 gives that layout. An encoder without word features (precomputed sentence embeddings) has
 ``word_dim == 0``.
 

@@ -27,19 +27,15 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 ADAMS = ("default", "foreach", "fused")
 
 
-def check(tc, device: torch.device, task=None) -> None:
-    """Refuse switch values that cannot work, naming the key (``task``: the family's step, for
-    switches that only some families have)."""
+def check(tc, device: torch.device) -> None:
+    """Refuse switch values that cannot work, naming the key. (Switches a family's step does not
+    honour are refused by :func:`t2igan.families.base.check_switches`.)"""
     if tc.precision not in PRECISIONS:
         raise T2IError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {tc.precision!r}")
     if tc.precision == "fp16" and device.type != "cuda":
         raise T2IError("train.precision=fp16 needs a CUDA device (use bf16 on CPU)")
     if tc.adam not in ADAMS:
         raise T2IError(f"train.adam must be one of {', '.join(ADAMS)}, got {tc.adam!r}")
-    if tc.fused_upsample and task is not None and not any(
-            hasattr(type(b), "fused_upsample") for m in task.modules.values() for b in m.modules()):
-        raise T2IError("train.fused_upsample=true is for DF-GAN generators; no module of this run has an upsampling "
-                       "block that supports it")
 
 
 def to_channels_last(module: nn.Module) -> nn.Module:

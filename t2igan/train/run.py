@@ -7,7 +7,9 @@ import torch
 from t2igan import T2IError
 from t2igan.data.birds import load_any
 from t2igan.data.dataset import TextImageDataset
+from t2igan.core.distributed import world_from_env
 from t2igan.families import registry
+from t2igan.families.base import check_switches
 from t2igan.train.trainer import Trainer
 
 
@@ -16,6 +18,8 @@ def build_training(cfg, resume: bool) -> Trainer:
     fam = registry.get(cfg.task)
     if fam.build is None:
         raise T2IError(f"task {cfg.task!r} trains with its own loop (t2igan train CONFIG), not the GAN trainer")
+    # refused switches before anything is read or written (the text-embedding and image caches included)
+    check_switches(cfg.train, fam.switches, cfg.task, world_from_env().size)
     data = load_any(cfg.data.root, cfg.data.split)  # folder, StackGAN/AttnGAN birds/flowers or COCO layout
     torch.manual_seed(cfg.train.seed)  # weight initialisation is part of the seeded run
     task, vocab = fam.build(cfg, data, resume)

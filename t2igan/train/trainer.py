@@ -35,11 +35,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from t2igan import T2IError
-from t2igan.core.config import save_config
-from t2igan.families.base import TrainStep, check_switches
-from t2igan.data.dataset import Batch, EpochBatchSampler, TextImageDataset, augment, multiscale
 from t2igan.core import weights as ckpt
+from t2igan.core.config import save_config
 from t2igan.core.device import pick_device
+from t2igan.data.dataset import Batch, EpochBatchSampler, TextImageDataset, augment, multiscale
+from t2igan.families.base import TrainStep, check_switches
 from t2igan.train import fast
 
 
@@ -73,8 +73,8 @@ class Trainer:
         self.out = Path(self.tc.out_dir)
         self.world = fast.world_from_env()
         self.device = device or pick_device(self.tc.device, self.world.local_rank)
-        fast.check(self.tc, self.device, task)
-        check_switches(self.tc, task, cfg.task, self.world.size)
+        fast.check(self.tc, self.device)
+        check_switches(self.tc, task.switches, cfg.task, self.world.size)
         if self.tc.batch_size % self.world.size:
             raise T2IError(f"train.batch_size={self.tc.batch_size} (the global batch) is not divisible by the {self.world.size} processes")
         self.sample_captions = sample_captions

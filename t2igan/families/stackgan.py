@@ -134,7 +134,9 @@ def load_stage1(path: str, encoder) -> stackgan.STAGE1_G:
     cfg, state = ckpt.read_component(d / "generator", generator_kind("stackgan_stage1"))
     g = stackgan.STAGE1_G(**cfg)
     ckpt.load_state_strict(g, state, str(d / "generator"))
-    if load_encoder_dir(d).fingerprint() != encoder.fingerprint():
+    with torch.random.fork_rng(devices=[]):  # building the encoder must not move the seeded initialisation
+        same = load_encoder_dir(d).fingerprint() == encoder.fingerprint()
+    if not same:
         raise T2IError(f"model.stage1={path}: its text encoder differs from this run's; train both stages "
                        "with the same text_encoder")
     return g

@@ -352,3 +352,15 @@ def test_the_evaluator_refuses_every_switch(tiny_data, tmp_path):
 
 def test_switch_list_is_the_trainers():
     assert set(SWITCHES) == set(SWITCH_SETTINGS) | {"ddp"}
+
+
+def test_a_damsm_run_is_found_whichever_way_it_is_written(tiny_damsm, specs, tmp_path):
+    """R-precision's 'the run's own DAMSM' (t2igan eval --damsm auto, evaluation during training)
+    reads the spec with the one parser: a bare folder and damsm:FOLDER are the same run."""
+    from t2igan.text.spec import damsm_run_with_image_encoder
+
+    assert damsm_run_with_image_encoder(str(tiny_damsm)) == str(tiny_damsm)
+    assert damsm_run_with_image_encoder(f"damsm:{tiny_damsm}") == str(tiny_damsm)
+    assert damsm_run_with_image_encoder(specs["minilm"]) is None
+    assert damsm_run_with_image_encoder(str(tmp_path / "missing")) is None
+    assert damsm_run_with_image_encoder("") is None

@@ -30,8 +30,10 @@ def eval_hook(trainer) -> dict | None:
         return None
     t0 = time.perf_counter()
     damsm = evaluator = None
-    te = getattr(cfg, "text_encoder", None)
-    if te and ((Path(te) / "pipeline" / "image_encoder").is_dir() or (Path(te) / "image_encoder").is_dir()):
+    from t2igan.text.spec import damsm_run_with_image_encoder
+
+    te = damsm_run_with_image_encoder(getattr(cfg, "text_encoder", None))
+    if te is not None:
         from t2igan.eval.rprecision import DAMSMScorer
 
         damsm = DAMSMScorer.from_pretrained(te, device=trainer.device)

@@ -620,9 +620,9 @@ def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=None
         notes.append(f"FID/KID/IS (Inception) skipped: no --inception-weights and {ENV_VAR} is not set")
     damsm = None
     if damsm_dir == "auto":
-        te = getattr(cfg, "text_encoder", None) if cfg is not None else None
-        has_ie = bool(te) and ((Path(te) / "pipeline" / "image_encoder").is_dir() or (Path(te) / "image_encoder").is_dir())
-        damsm_dir = te if has_ie else None
+        from t2igan.text.spec import damsm_run_with_image_encoder
+
+        damsm_dir = damsm_run_with_image_encoder(getattr(cfg, "text_encoder", None) if cfg is not None else None)
         if damsm_dir is None:
             notes.append("R-precision skipped: the run's text encoder is not a DAMSM run with an image encoder "
                          "(pass --damsm DIR)")

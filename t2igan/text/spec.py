@@ -44,6 +44,21 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return kind, rest
 
 
+def damsm_run_with_image_encoder(spec: str | None) -> str | None:
+    """The run folder of a ``damsm:RUN`` (or bare run folder) spec whose run also holds the DAMSM
+    image encoder (R-precision, the DAMSM loss), else None; a malformed spec is None too."""
+    if not spec:
+        return None
+    try:
+        kind, rest = parse_spec(spec)
+    except T2IError:
+        return None
+    if kind != "damsm":
+        return None
+    p = Path(rest)
+    return rest if (p / "pipeline" / "image_encoder").is_dir() or (p / "image_encoder").is_dir() else None
+
+
 def canonical(spec: str) -> str:
     kind, rest = parse_spec(spec)
     return f"{kind}:{rest}" if rest or kind != "minilm" else "minilm"

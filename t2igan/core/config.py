@@ -84,7 +84,7 @@ class TrainConfig:
     eval_samples: int = 200  # samples of the test split per evaluation during training
     eval_evaluator: str = ""  # attribute evaluator folder for those evaluations ("" = R-precision only)
     sample_captions: list[str] = field(default_factory=list)  # fixed captions for grids (empty: first test captions)
-    # fast paths (README "Performance"); the defaults are the reference path
+    # fast paths (docs/training.md "Fast paths", docs/performance.md); the defaults are the reference path
     precision: str = "fp32"  # fp32 | bf16 (autocast, CPU or CUDA) | fp16 (autocast + GradScaler, CUDA)
     channels_last: bool = False  # NHWC weights and images
     compile: bool = False  # torch.compile the family's compilable forward modules

@@ -364,3 +364,27 @@ def test_a_damsm_run_is_found_whichever_way_it_is_written(tiny_damsm, specs, tmp
     assert damsm_run_with_image_encoder(specs["minilm"]) is None
     assert damsm_run_with_image_encoder(str(tmp_path / "missing")) is None
     assert damsm_run_with_image_encoder("") is None
+
+
+def test_server_refuses_a_caption_the_precomputed_encoder_does_not_know_alone(flowers, specs, tmp_path):
+    """A caption outside the dataset is a 422 for its own request, checked before batching, so the
+    requests batched with it still get their images."""
+    pytest.importorskip("fastapi")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    from t2igan.serve.app import Settings, create_app
+
+    tr = build_training(family_config("dfgan", flowers, tmp_path / "run", specs["precomputed"]), resume=False)
+    tr.fit()
+    known = tr.dataset.data.captions[0][0]
+    app = create_app({"pre": tmp_path / "run"}, Settings(max_wait_ms=200))
+    with TestClient(app) as client, ThreadPoolExecutor(4) as pool:
+        jobs = [pool.submit(client.post, "/v1/generate", json={"captions": [c], "seed": 1})
+                for c in (known, "a caption nobody wrote", known, known)]
+        codes = [j.result().status_code for j in jobs]
+        bad = jobs[1].result().json()
+    app.state.close()
+    assert codes == [200, 422, 200, 200]
+    assert "not one of the captions with precomputed embeddings" in json.dumps(bad)

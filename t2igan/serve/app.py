@@ -317,9 +317,10 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
             raise APIError(422, f"caption {i} is {len(c)} characters long; the limit is {s.max_caption_chars}")
 
     def tokenize(w: ModelWorker, captions: list[str]):
-        if w.pipe.vocab is None:  # a frozen pretrained encoder reads the captions in the worker
-            return None, None, []
         try:
+            if w.pipe.vocab is None:  # a frozen pretrained encoder reads the captions in the worker
+                w.pipe.text_encoder.check(captions)  # ... and refuses here what it cannot read, not its batch-mates
+                return None, None, []
             return w.pipe.vocab.batch(captions, w.pipe.max_words)
         except T2IError as e:
             raise APIError(422, str(e)) from None

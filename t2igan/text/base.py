@@ -73,6 +73,11 @@ class CaptionEncoder(nn.Module):
     def encode(self, captions: list[str]) -> TextFeatures:
         raise NotImplementedError
 
+    def check(self, captions: list[str]) -> None:
+        """Raise T2IError for a caption :meth:`encode` would refuse (cheap; no encoding). Any string
+        is readable by default."""
+        check_captions(captions)
+
     def forward(self, captions: list[str]) -> TextFeatures:
         return self.encode(captions)
 

@@ -59,12 +59,14 @@ class PrecomputedEncoder(CaptionEncoder):
     def identity(self) -> dict:
         return {"name": self.name, "embeddings_sha256": self._digest}
 
-    def encode(self, captions: list[str]) -> TextFeatures:
-        captions = check_captions(captions)
-        missing = [c for c in captions if c not in self.table]
+    def check(self, captions: list[str]) -> None:
+        missing = [c for c in check_captions(captions) if c not in self.table]
         if missing:
             raise T2IError(f"caption {missing[0]!r:.80} is not one of the captions with precomputed embeddings in "
                            f"{self.root} (this encoder knows only the dataset's own captions)")
+
+    def encode(self, captions: list[str]) -> TextFeatures:
+        self.check(captions)
         sent = torch.from_numpy(np.stack([self.table[c] for c in captions]).astype(np.float32))
         B = sent.size(0)
         return TextFeatures(torch.zeros(B, 0, 0), sent, torch.zeros(B, 0, dtype=torch.bool))

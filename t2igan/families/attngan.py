@@ -76,7 +76,7 @@ class AttnGANStep(_MultiScaleStep):
                          (bce(D.UNCOND_DNET(fake_f), False) + c_fake + c_wrong) / 3.0
             else:
                 d_loss = c_real + (c_fake + c_wrong) / 2.0
-            self.step_optim(f"D{k}", d_loss)
+            self.optimize(f"D{k}", d_loss)
             d_total = d_total + d_loss.detach()
         g_loss = 0.0
         for k, D in enumerate(self.netsD):  # official generator_loss
@@ -87,12 +87,12 @@ class AttnGANStep(_MultiScaleStep):
         extra = self.extra_g_loss(out, batch, words, sent, mask)
         kl = kl_loss(out.mu, out.logvar)
         g_loss = g_loss + sum(extra.values()) + self.cfg.model.kl_coeff * kl
-        self.step_optim("G", g_loss)
+        self.optimize("G", g_loss)
         return {"d_loss": d_total, "g_loss": g_loss.detach(), "kl": kl.detach(),
                 **{k: v.detach() for k, v in extra.items()}}
 
 
-build = classic_build(AttnGANStep, words=True)
+build = classic_build(AttnGANStep)
 
 
 FAMILY = Family(

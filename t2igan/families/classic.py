@@ -131,9 +131,6 @@ class ClassicStep(StepBase):
         write_model_index(directory, family=self.family, image_size=int(g.imsize),
                           generator_weights="ema" if ema is not None else "raw")
 
-    def step_optim(self, name: str, loss: torch.Tensor) -> None:
-        self.optimize(name, loss)
-
 
 class _MultiScaleStep(ClassicStep):
     def check_scales(self):
@@ -164,10 +161,11 @@ def model_error(task: str, e: ValueError) -> T2IError:
     return T2IError(f"{task}: {e}")
 
 
-def classic_build(step_cls, words: bool = False):
-    """The ``build`` of a classic family whose step takes (cfg, text, vocab, steps per epoch, image encoder)."""
+def classic_build(step_cls):
+    """The ``build`` of a classic family whose step takes (cfg, text, vocab, steps per epoch, image
+    encoder); the text side gives word features when the step's ``words`` says it attends over them."""
     def build(cfg, data, resume: bool):
-        text, vocab, img, spe = classic_text(cfg, data, cfg.task, words=words)
+        text, vocab, img, spe = classic_text(cfg, data, cfg.task, words=step_cls.words)
         try:
             return step_cls(cfg, text, vocab, spe, image_encoder=img), vocab
         except ValueError as e:

@@ -148,14 +148,9 @@ class DAMSMStep(StepBase):
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         out = self.losses(batch)
-        opt = self.optimizers["adam"]
-        opt.zero_grad(set_to_none=True)
-        self.precision.scale(out["loss"]).backward()
-        if self.cfg.optim.grad_clip > 0 and self.sentences is None:  # official: the text encoder's gradient only
-            if self.precision.scaler is not None:
-                self.precision.scaler.unscale_(opt)
-            nn.utils.clip_grad_norm_(self.text_encoder.parameters(), self.cfg.optim.grad_clip)
-        self.precision.step(opt)
+        # official: the text encoder's gradient norm is clipped, not the image encoder's
+        clip = (list(self.text_encoder.parameters()), self.cfg.optim.grad_clip) if self.sentences is None else None
+        self.optimize("adam", out["loss"], clip=clip)
         self.precision.update()
         return {k: v.detach() for k, v in out.items()}
 

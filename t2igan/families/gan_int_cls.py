@@ -65,7 +65,7 @@ class GANINTCLSStep(ClassicStep):
         else:
             d_wrong = torch.zeros((), device=real.device)
             d_loss = d_real + d_fake
-        self.step_optim("D", d_loss)
+        self.optimize("D", d_loss)
         # G: fool D with the right caption, and [INT] with interpolated captions
         g_fake = bce(self.netD(fake, sent), True)
         g_int = torch.zeros((), device=real.device)
@@ -73,7 +73,7 @@ class GANINTCLSStep(ClassicStep):
             t_int = m.int_beta * sent + (1 - m.int_beta) * roll(sent)
             g_int = bce(self.netD(self.netG(self.noise(B, real.device), t_int), t_int), True)
         g_loss = g_fake + g_int
-        self.step_optim("G", g_loss)
+        self.optimize("G", g_loss)
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "d_real": d_real.detach(),
                 "d_wrong": d_wrong.detach(), "d_fake": d_fake.detach(), "g_int": g_int.detach()}
 

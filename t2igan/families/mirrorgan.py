@@ -139,7 +139,7 @@ def load_stream(path: str, vocab):
 
 
 def build(cfg, data, resume: bool):
-    text, vocab, img, spe = classic_text(cfg, data, "mirrorgan", words=True)
+    text, vocab, img, spe = classic_text(cfg, data, "mirrorgan", words=MirrorGANStep.words)
     stream = load_stream(cfg.stream, vocab)
     try:
         return MirrorGANStep(cfg, text, vocab, spe, image_encoder=img, stream=stream), vocab

@@ -105,7 +105,7 @@ class StackGANStep(ClassicStep):
             d_loss = (d_real + u_real) / 2.0 + (d_fake + d_wrong + u_fake) / 3.0
         else:
             d_loss = d_real + (d_fake + d_wrong) * 0.5
-        self.step_optim("D", d_loss)
+        self.optimize("D", d_loss)
         # G (compute_generator_loss + KL)
         fake_f = D(fake)
         g_adv = bce(D.get_cond_logits(fake_f, cond), True)
@@ -114,7 +114,7 @@ class StackGANStep(ClassicStep):
         kl = kl_loss(mu, logvar)
         extra = self.damsm_loss(fake, words, sent, mask)
         g_loss = g_adv + sum(extra.values()) + self.cfg.model.kl_coeff * kl
-        self.step_optim("G", g_loss)
+        self.optimize("G", g_loss)
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "kl": kl.detach(), "d_real": d_real.detach(),
                 "d_wrong": d_wrong.detach(), "d_fake": d_fake.detach(), "lr_factor": torch.tensor(f),
                 **{k: v.detach() for k, v in extra.items()}}

@@ -71,7 +71,7 @@ class StackGANppStep(_MultiScaleStep):
         for k, D in enumerate(self.netsD):
             real, fake = batch.images[k], out.images[k].detach()
             d_loss = (self.d_loss_hdgan if m.hdgan else self.d_loss)(D(real, cond), D(real, roll(cond)), D(fake, cond))
-            self.step_optim(f"D{k}", d_loss)
+            self.optimize(f"D{k}", d_loss)
             d_total = d_total + d_loss.detach()
         g_loss = 0.0
         for k, D in enumerate(self.netsD):  # official train_Gnet (HDGAN: pair + local image loss, LSGAN)
@@ -91,7 +91,7 @@ class StackGANppStep(_MultiScaleStep):
             logs.update({k: v.detach() for k, v in extra.items()})
         kl = kl_loss(mu, logvar)
         g_loss = g_loss + m.kl_coeff * kl
-        self.step_optim("G", g_loss)
+        self.optimize("G", g_loss)
         return {"d_loss": d_total, "g_loss": g_loss.detach(), "kl": kl.detach(), **logs}
 
     def d_loss(self, r, w, f):

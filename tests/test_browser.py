@@ -1,6 +1,7 @@
 """The web page in a real browser (Playwright + the system Chromium; never downloads a browser).
 
-Skipped when the ``playwright`` package or a Chromium binary is missing. Environment:
+Skipped when the ``playwright`` package or a Chromium binary is missing (a failure instead with
+T2IGAN_REQUIRE_BROWSER=1, as in .ci/run, which installs both). Environment:
 T2IGAN_CHROMIUM (browser path, default /usr/bin/chromium), T2IGAN_SERVE_MODEL (serve this run
 instead of the tiny test model), T2IGAN_SCREENSHOT (also save the screenshot there, e.g. docs/serve.png).
 """
@@ -24,6 +25,20 @@ def chromium_path() -> str | None:
         if p and Path(p).is_file():
             return p
     return None
+
+
+def browser_or_skip():
+    """(playwright.sync_api, Chromium path); without them the test is skipped, or fails where
+    T2IGAN_REQUIRE_BROWSER=1 (.ci/run sets it: CI must run the page in a real browser)."""
+    stop = pytest.fail if os.environ.get("T2IGAN_REQUIRE_BROWSER") == "1" else pytest.skip
+    try:
+        from playwright import sync_api
+    except ImportError:
+        stop("playwright is not installed (pip install playwright)")
+    exe = chromium_path()
+    if exe is None:
+        stop("no Chromium found (apt-get install chromium, or set T2IGAN_CHROMIUM)")
+    return sync_api, exe
 
 
 def free_port() -> int:
@@ -60,10 +75,7 @@ def server_url(tiny_dfgan):
 
 
 def test_page_generates_images(server_url, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-    exe = chromium_path()
-    if exe is None:
-        pytest.skip("no Chromium found (apt-get install chromium, or set T2IGAN_CHROMIUM)")
+    sync_api, exe = browser_or_skip()
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS, headless=True)
         try:
@@ -130,10 +142,7 @@ def mirrorgan_url(tiny_damsm, tmp_path):
 def test_page_shows_stages_and_attention(mirrorgan_url):
     """A real multi-stage attention model: a row per stage, and per attended stage a row with the image
     and one heat map per word, labelled with the word; a one-stage model greys the boxes out."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-    exe = chromium_path()
-    if exe is None:
-        pytest.skip("no Chromium found (apt-get install chromium, or set T2IGAN_CHROMIUM)")
+    sync_api, exe = browser_or_skip()
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS, headless=True)
         try:

@@ -25,10 +25,14 @@ def cmd_data_synth(a) -> None:
 
 def cmd_data_check(a) -> None:
     """Detect the layout (StackGAN/AttnGAN pickles, COCO json, t2igan/plain folder), load every
-    split, decode every image; each problem is printed as one line and the command fails."""
+    split and decode every image with the functions training uses (``load_any``,
+    ``images_uint8``), so it fails on what training would refuse; each problem is printed as one
+    line and the command fails. Image caches that fail their checksum are noted (training
+    rebuilds them)."""
     import numpy as np
 
-    from t2igan.data.birds import BoxedImages, detect_format, list_splits, load_any, load_image_box
+    from t2igan.data.birds import detect_format, list_splits, load_any
+    from t2igan.data.folder import check_image_caches
 
     root = Path(a.dir)
     if not root.is_dir():
@@ -39,23 +43,23 @@ def cmd_data_check(a) -> None:
                        "dataset.json, captions.jsonl or <image>.txt caption files)")
     print(f"{root}: {fmt} layout")
     problems: list[str] = []
-    for s in list_splits(root, fmt):
+    try:
+        splits = list_splits(root, fmt)
+    except T2IError as e:
+        problems.append(str(e))
+        splits = []
+    for s in splits:
         try:
             d = load_any(root, s)
         except T2IError as e:
             problems.append(f"{s}: {e}")
             continue
-        boxes = d.boxes if isinstance(d, BoxedImages) and d.boxes else None
-        bad = 0
-        for i, p in enumerate(d.image_paths):  # decode every image once (raises on unreadable files)
-            try:
-                load_image_box(p, 8, boxes[i] if boxes else None)
-            except T2IError as e:
-                bad += 1
-                if bad <= 5:
-                    problems.append(f"{s}: {e}")
-        if bad > 5:
-            problems.append(f"{s}: ... and {bad - 5} more unreadable images")
+        bad: list[str] = []
+        d.images_uint8(8, cache=False, errors=bad)  # training's decoder, every image, nothing written
+        problems.extend(f"{s}: {e}" for e in bad[:5])
+        if len(bad) > 5:
+            problems.append(f"{s}: ... and {len(bad) - 5} more unreadable images")
+        boxes = getattr(d, "boxes", None)
         extra = [", attributes"] if d.attributes else []
         if d.meta.get("embeddings") is not None:
             extra.append(f", embeddings {list(d.meta['embeddings'].shape)}")
@@ -64,6 +68,8 @@ def cmd_data_check(a) -> None:
         if boxes:
             extra.append(", bounding boxes")
         print(f"{s}: {len(d)} images, {sum(len(c) for c in d.captions)} captions" + "".join(extra))
+    for line in check_image_caches(root):
+        print(f"note: {line}", file=sys.stderr)
     for line in problems:
         print(f"problem: {line}", file=sys.stderr)
     if problems:

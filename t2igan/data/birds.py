@@ -34,6 +34,10 @@ None), ``embeddings`` (float32 ``[N, C, D]`` or None), ``bboxes`` (list or None)
 
 :func:`detect_format` names the layout of any dataset folder and :func:`load_any` loads
 whichever it is (birds layouts, COCO json, or the generic folder formats of folder.py).
+
+Every file read must lie inside ``DATA_DIR`` with symlinks resolved (folder.py's
+:class:`~t2igan.data.folder.PathGuard`; ``{"allow_outside_root": true}`` in
+``DATA_DIR/dataset.json`` lifts it), and captions pass folder.py's ``check_caption``.
 """
 from __future__ import annotations
 
@@ -43,10 +47,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from t2igan import T2IError
-from t2igan.data.folder import CaptionedImages, read_caption_file
+from t2igan.data.folder import (
+    CaptionedImages,
+    PathGuard,
+    check_caption,
+    file_present,
+    open_rgb,
+    read_caption_file,
+    read_text,
+)
 from t2igan.data.safe_pickle import load_pickle
 
 SPLITS = ("train", "test")
@@ -69,16 +81,6 @@ class BoxedImages(CaptionedImages):
         if not self.boxes:
             return super()._decode(i, size)
         return load_image_box(self.image_paths[i], size, self.boxes[i])
-
-
-def open_rgb(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise T2IError(f"image file missing: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise T2IError(f"cannot read image {path}: {e.__class__.__name__}") from None
 
 
 def stackgan_crop(bbox, width: int, height: int) -> tuple[int, int, int, int]:
@@ -138,7 +140,9 @@ def list_splits(root: str | os.PathLike, fmt: str | None = None) -> list[str]:
         from t2igan.data.coco import find_coco
 
         return sorted({s for s, _ in find_coco(root)}, key=["train", "val"].index)
-    return [p.stem for p in sorted((root / "splits").glob("*.txt"))] or ["train"]
+    from t2igan.data.folder import folder_splits
+
+    return folder_splits(root)
 
 
 def load_any(root: str | os.PathLike, split: str = "train") -> CaptionedImages:
@@ -162,11 +166,13 @@ def load_any(root: str | os.PathLike, split: str = "train") -> CaptionedImages:
 def load_dataset(root: str | os.PathLike, split: str = "train", embeddings: bool = True) -> CaptionedImages:
     """Load one split of a StackGAN- or AttnGAN-layout folder (birds, flowers, COCO-in-AttnGAN).
 
-    ``embeddings=False`` skips reading the (large) precomputed text embeddings.
+    ``embeddings=False`` skips reading the (large) precomputed text embeddings. Every file read
+    must lie inside ``root`` (:class:`~t2igan.data.folder.PathGuard`).
     """
     root = Path(root)
     if not root.is_dir():
         raise T2IError(f"dataset folder not found: {root}")
+    guard = PathGuard(root)
     if split not in SPLITS:
         raise T2IError(f"split '{split}' not found in {root} (this layout has: {', '.join(SPLITS)})")
     sdir = root / split
@@ -174,10 +180,10 @@ def load_dataset(root: str | os.PathLike, split: str = "train", embeddings: bool
     if not names_file.is_file():
         have = [s for s in SPLITS if (root / s / "filenames.pickle").is_file()]
         raise T2IError(f"split '{split}' not found: {names_file} is missing (have: {', '.join(have) or 'none'})")
-    keys = _read_filenames(names_file)
+    keys = _read_filenames(guard.check(names_file))
     n = len(keys)
 
-    class_ids = _read_class_ids(sdir / "class_info.pickle", n)
+    class_ids = _read_class_ids(guard.check(sdir / "class_info.pickle"), n)
     if class_ids is None:
         class_ids = _class_ids_from_keys(keys)
 
@@ -185,7 +191,7 @@ def load_dataset(root: str | os.PathLike, split: str = "train", embeddings: bool
     if embeddings:
         for name in EMBEDDING_FILES:
             if (sdir / name).is_file():
-                emb = _read_embeddings(sdir / name, n)
+                emb = _read_embeddings(guard.check(sdir / name), n)
                 break
 
     cap_pickle = next((root / c for c in CAPTION_PICKLES if (root / c).is_file()), None)
@@ -193,15 +199,15 @@ def load_dataset(root: str | os.PathLike, split: str = "train", embeddings: bool
     meta: dict = {"format": fmt, "class_ids": class_ids, "embeddings": emb, "bboxes": None}
     tokens = None
     if cap_pickle is not None:
-        tokens, ixtoword, wordtoix = _read_caption_pickle(cap_pickle, split, n)
+        tokens, ixtoword, wordtoix = _read_caption_pickle(guard.check(cap_pickle), split, n)
         meta.update(caption_tokens=tokens, ixtoword=ixtoword, wordtoix=wordtoix)
 
-    captions = _read_captions(root, keys, class_ids, tokens, meta.get("ixtoword"), cap_pickle)
+    captions = _read_captions(root, keys, class_ids, tokens, meta.get("ixtoword"), cap_pickle, split, guard)
 
-    bbox_by_key = _read_cub_boxes(root)
+    bbox_by_key = _read_cub_boxes(root, guard)
     meta["dataset"] = ("birds" if bbox_by_key is not None else "flowers" if keys[0].startswith("jpg/")
                        else "coco" if keys[0].startswith("COCO_") else "other")
-    paths = _image_paths(root, keys, split, birds=bbox_by_key is not None)
+    paths = _image_paths(root, keys, split, birds=bbox_by_key is not None, guard=guard)
     boxes = None
     if bbox_by_key is not None:
         boxes = []
@@ -231,7 +237,7 @@ def _read_filenames(path: Path) -> list[str]:
 
 
 def _read_class_ids(path: Path, n: int) -> np.ndarray | None:
-    if not path.is_file():
+    if not file_present(path):
         return None
     obj = load_pickle(path)
     try:
@@ -292,9 +298,9 @@ def _text_candidates(root: Path, key: str, class_id) -> list[Path]:
     return c
 
 
-def _read_captions(root, keys, class_ids, tokens, ixtoword, cap_pickle) -> list[list[str]]:
+def _read_captions(root, keys, class_ids, tokens, ixtoword, cap_pickle, split, guard) -> list[list[str]]:
     first = _text_candidates(root, keys[0], None if class_ids is None else class_ids[0])
-    use_text = any(p.is_file() for p in first)
+    use_text = any(file_present(p) for p in first)
     if not use_text and tokens is None:
         raise T2IError(f"caption file missing: {first[0]} (nor {first[1].relative_to(root)}; "
                        "no captions.pickle either)")
@@ -303,36 +309,36 @@ def _read_captions(root, keys, class_ids, tokens, ixtoword, cap_pickle) -> list[
     for i, k in enumerate(keys):
         if not use_text:
             try:
-                out.append([" ".join(str(ixtoword[t]) for t in c) for c in tokens[i]])
+                caps = [" ".join(str(ixtoword[t]) for t in c) for c in tokens[i]]
             except KeyError as e:
                 raise T2IError(f"{cap_pickle}: token id {e.args[0]} (caption of '{k}') is not in ixtoword") from None
+            k_per = len(tokens[i])
+            out.append([check_caption(c, f"{cap_pickle}: {split} caption {i * k_per + j} (of '{k}')")
+                        for j, c in enumerate(caps)])
             continue
         cands = _text_candidates(root, k, None if class_ids is None else class_ids[i])
         order = ([cands[pat]] if pat is not None and pat < len(cands) else []) + cands
-        found = next((j for j, p in enumerate(order) if p.is_file()), None)
+        found = next((j for j, p in enumerate(order) if file_present(p)), None)
         if found is None:
             raise T2IError(f"caption file missing: {cands[pat or 0]} (for '{k}')")
         p = order[found]
         pat = cands.index(p)
-        out.append([c.replace("\ufffd\ufffd", " ") for c in read_caption_file(p)])
+        out.append([c.replace("\ufffd\ufffd", " ") for c in read_caption_file(p, guard)])
     return out
 
 
-def _read_cub_boxes(root: Path) -> dict[str, list[int]] | None:
+def _read_cub_boxes(root: Path, guard: PathGuard) -> dict[str, list[int]] | None:
     cub = root / "CUB_200_2011"
     images_txt, boxes_txt = cub / "images.txt", cub / "bounding_boxes.txt"
     if not cub.is_dir():
         return None
     for f in (images_txt, boxes_txt):
-        if not f.is_file():
+        if not file_present(f):
             raise T2IError(f"{f} is missing (CUB-200 birds need it for the bounding-box crop)")
     names, boxes = {}, {}
     for f, dest, parse in ((images_txt, names, lambda v: v[0]),
                            (boxes_txt, boxes, lambda v: [int(float(x)) for x in v])):
-        try:
-            lines = f.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as e:
-            raise T2IError(f"{f} is not UTF-8 (byte {e.start})") from None
+        lines = read_text(f, guard).splitlines()
         for ln, line in enumerate(lines, 1):
             parts = line.split()
             if not parts:
@@ -364,16 +370,16 @@ def _image_candidates(root: Path, key: str, split: str, birds: bool) -> list[Pat
     return c
 
 
-def _image_paths(root: Path, keys: list[str], split: str, birds: bool) -> list[Path]:
+def _image_paths(root: Path, keys: list[str], split: str, birds: bool, guard: PathGuard) -> list[Path]:
     paths, pat = [], None
     for k in keys:
         cands = _image_candidates(root, k, split, birds)
-        if pat is not None and cands[pat].is_file():
-            paths.append(cands[pat])
+        if pat is not None and file_present(cands[pat]):
+            paths.append(guard.check(cands[pat]))
             continue
-        found = next((j for j, p in enumerate(cands) if p.is_file()), None)
+        found = next((j for j, p in enumerate(cands) if file_present(p)), None)
         if found is None:
             raise T2IError(f"image file missing: {cands[pat or 0]} (for '{k}' in {split}/filenames.pickle)")
         pat = found
-        paths.append(cands[found])
+        paths.append(guard.check(cands[found]))
     return paths

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from t2igan import T2IError
-from t2igan.data.folder import CaptionedImages
+from t2igan.data.folder import CaptionedImages, PathGuard, check_caption, read_text
 
 YEARS = ("2014", "2017")
 
@@ -30,7 +30,12 @@ def find_coco(root: str | os.PathLike) -> list[tuple[str, str]]:
 
 
 def load_coco(root: str | os.PathLike, split: str = "train", year: str | int | None = None) -> CaptionedImages:
+    """One split; files must lie inside ``root`` (:class:`~t2igan.data.folder.PathGuard`), captions
+    pass :func:`~t2igan.data.folder.check_caption` (blank ones are skipped)."""
     root = Path(root)
+    if not root.is_dir():
+        raise T2IError(f"dataset folder not found: {root}")
+    guard = PathGuard(root)
     if split not in ("train", "val", "test"):
         raise T2IError(f"COCO split must be train, val or test, got '{split}'")
     part = "train" if split == "train" else "val"
@@ -46,19 +51,16 @@ def load_coco(root: str | os.PathLike, split: str = "train", year: str | int | N
     else:
         year = years[0]
     ann_path = root / "annotations" / f"captions_{part}{year}.json"
-    data = _read_json(ann_path)
+    data = _read_json(guard.check(ann_path), guard)
     images, anns = data.get("images"), data.get("annotations")
     if not isinstance(images, list) or not isinstance(anns, list):
         raise T2IError(f"{ann_path}: expected 'images' and 'annotations' lists")
 
-    files: dict[int, str] = {}
+    files: dict[int, tuple[int, str]] = {}
     for n, im in enumerate(images):
         if not isinstance(im, dict) or not isinstance(im.get("id"), int) or not isinstance(im.get("file_name"), str):
             raise T2IError(f"{ann_path}: images[{n}] needs an integer 'id' and a 'file_name'")
-        fn = im["file_name"]
-        if fn.startswith("/") or ".." in fn.replace("\\", "/").split("/"):
-            raise T2IError(f"{ann_path}: images[{n}] has an unsafe file_name {fn!r}")
-        files[im["id"]] = fn
+        files[im["id"]] = (n, im["file_name"])
     caps: dict[int, list[tuple[int, str]]] = {}
     for n, a in enumerate(anns):
         if not isinstance(a, dict) or not isinstance(a.get("image_id"), int) or not isinstance(a.get("caption"), str):
@@ -67,6 +69,7 @@ def load_coco(root: str | os.PathLike, split: str = "train", year: str | int | N
             raise T2IError(f"{ann_path}: annotations[{n}] refers to image_id {a['image_id']}, which is not in 'images'")
         text = " ".join(a["caption"].split())
         if text:
+            text = check_caption(text, f"{ann_path}: annotations[{n}]")
             aid = a.get("id", n)
             caps.setdefault(a["image_id"], []).append((aid if isinstance(aid, int) else n, text))
     if not caps:
@@ -75,7 +78,8 @@ def load_coco(root: str | os.PathLike, split: str = "train", year: str | int | N
     img_dir = _image_dir(root, part, year)
     ids, paths, captions = [], [], []
     for iid in sorted(caps):
-        p = img_dir / files[iid]
+        n, fn = files[iid]
+        p = guard.join(fn, f"{ann_path}: images[{n}]", "file_name", base=img_dir)
         if not p.is_file():
             raise T2IError(f"image file missing: {p} (image_id {iid} in {ann_path.name})")
         ids.append(str(iid))
@@ -93,13 +97,9 @@ def _image_dir(root: Path, part: str, year: str) -> Path:
     raise T2IError(f"image folder missing: {root / f'{part}{year}'} (nor {root / 'images' / f'{part}{year}'})")
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path, guard: PathGuard | None = None) -> dict:
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise T2IError(f"caption file missing: {path}") from None
-    except UnicodeDecodeError as e:
-        raise T2IError(f"{path} is not UTF-8 (byte {e.start})") from None
+        data = json.loads(read_text(path, guard, "caption file"))
     except ValueError as e:
         raise T2IError(f"{path}: not valid JSON ({e.__class__.__name__} at line {getattr(e, 'lineno', '?')})") from None
     if not isinstance(data, dict):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
+from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, at_least, in_range, positive
 from t2igan.data.dataset import Batch
 from t2igan.families.base import Family
 from t2igan.families.classic import _MultiScaleStep, bce, classic_build, classic_optim, classic_train, roll
@@ -19,18 +19,18 @@ from t2igan.models.blocks import kl_loss
 class AttnGANConfig:
     """AttnGAN; defaults: code/cfg/bird_attn2.yml + code/miscc/config.py."""
 
-    branch_num: int = 3
-    base_size: int = 64
-    gf_dim: int = 32
-    df_dim: int = 64
-    c_dim: int = 100  # GAN.CONDITION_DIM
-    nz: int = 100
-    r_num: int = 2
-    kl_coeff: float = 1.0  # the official trainer adds KL_loss unweighted
-    damsm_lambda: float = 5.0  # TRAIN.SMOOTH.LAMBDA (birds 5.0)
-    gamma1: float = 4.0  # TRAIN.SMOOTH.GAMMA1..3
-    gamma2: float = 5.0
-    gamma3: float = 10.0
+    branch_num: int = in_range(3, 1, 3)
+    base_size: int = in_range(64, 8, 64)
+    gf_dim: int = positive(32)
+    df_dim: int = positive(64)
+    c_dim: int = positive(100)  # GAN.CONDITION_DIM
+    nz: int = positive(100)
+    r_num: int = at_least(2, 0)
+    kl_coeff: float = at_least(1.0, 0)  # the official trainer adds KL_loss unweighted
+    damsm_lambda: float = at_least(5.0, 0)  # TRAIN.SMOOTH.LAMBDA (birds 5.0)
+    gamma1: float = positive(4.0)  # TRAIN.SMOOTH.GAMMA1..3
+    gamma2: float = positive(5.0)
+    gamma3: float = positive(10.0)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from t2igan import T2IError
-from t2igan.core.config import DataConfig, ImageEncoderConfig, OptimConfig, TrainConfig
+from t2igan.core.config import DataConfig, ImageEncoderConfig, OptimConfig, TrainConfig, in_range, positive
 from t2igan.core.distributed import all_gather_rows, all_gather_rows_autograd
 from t2igan.core.folder import write_model_index
 from t2igan.data.dataset import Batch
@@ -29,17 +29,17 @@ from t2igan.text.damsm_encoder import save_damsm_text_encoder, save_image_encode
 class TextEncoderConfig:
     """The DAMSM bi-LSTM text encoder (AttnGAN's RNN_ENCODER)."""
 
-    embed_dim: int = 256  # nef: sentence/word feature size (DAMSM.EMBEDDING_DIM)
-    word_dim: int = 300  # ninput: word embedding size
-    num_layers: int = 1  # LSTM layers
-    dropout: float = 0.5  # dropout on word embeddings
+    embed_dim: int = positive(256)  # nef: sentence/word feature size (DAMSM.EMBEDDING_DIM)
+    word_dim: int = positive(300)  # ninput: word embedding size
+    num_layers: int = positive(1)  # LSTM layers
+    dropout: float = in_range(0.5, 0, 1, hi_open=True)  # dropout on word embeddings
 
 
 @dataclass
 class DAMSMLossConfig:
-    gamma1: float = 4.0  # attention sharpness over words (TRAIN.SMOOTH.GAMMA1)
-    gamma2: float = 5.0  # word-region aggregation (GAMMA2)
-    gamma3: float = 10.0  # similarity scale (GAMMA3)
+    gamma1: float = positive(4.0)  # attention sharpness over words (TRAIN.SMOOTH.GAMMA1)
+    gamma2: float = positive(5.0)  # word-region aggregation (GAMMA2)
+    gamma3: float = positive(10.0)  # similarity scale (GAMMA3)
     words: bool = True  # word-level loss as well as the sentence loss (false: sentence loss only; must be false with a frozen text_encoder)
 
 

@@ -12,7 +12,7 @@ import torch
 
 from t2igan import T2IError
 from t2igan.core import weights as ckpt
-from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
+from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, at_least, in_range, positive
 from t2igan.core.distributed import all_gather_rows
 from t2igan.core.folder import write_model_index
 from t2igan.data.dataset import Batch
@@ -29,23 +29,23 @@ from t2igan.text.spec import parse_spec, save_encoder_dir
 class DFGANConfig:
     """DF-GAN generator/discriminator sizes (official code: NetG/NetD/NetC arguments)."""
 
-    ngf: int = 32  # generator base width (official 256x256: 32)
-    ndf: int = 32  # discriminator base width
-    nz: int = 100  # noise size
-    ch_size: int = 3  # image channels
+    ngf: int = positive(32)  # generator base width (official 256x256: 32)
+    ndf: int = positive(32)  # discriminator base width
+    nz: int = positive(100)  # noise size
+    ch_size: int = in_range(3, 3, 3)  # image channels (the data are RGB)
 
 
 @dataclass
 class DFGANLossConfig:
     """Extra generator terms (both off in the official DF-GAN)."""
 
-    damsm_lambda: float = 0.0  # AttnGAN's DAMSM word+sentence loss on generated images (AttnGAN birds: 5.0); 0 = off
-    damsm_warmup: int = 0  # steps over which the DAMSM weight ramps linearly from 0 to damsm_lambda (0 = full weight at once)
-    damsm_decay_steps: int = 0  # after the warm-up, steps over which the weight moves linearly to damsm_lambda_end (0 = constant)
-    damsm_lambda_end: float = 0.0  # DAMSM weight at the end of the decay, kept from then on
-    gamma1: float = 4.0  # DAMSM attention sharpness (AttnGAN TRAIN.SMOOTH.GAMMA1)
-    gamma2: float = 5.0  # word-region aggregation (GAMMA2)
-    gamma3: float = 10.0  # similarity scale (GAMMA3)
+    damsm_lambda: float = at_least(0.0, 0)  # AttnGAN's DAMSM word+sentence loss on generated images (AttnGAN birds: 5.0); 0 = off
+    damsm_warmup: int = at_least(0, 0)  # steps over which the DAMSM weight ramps linearly from 0 to damsm_lambda (0 = full weight at once)
+    damsm_decay_steps: int = at_least(0, 0)  # after the warm-up, steps over which the weight moves linearly to damsm_lambda_end (0 = constant)
+    damsm_lambda_end: float = at_least(0.0, 0)  # DAMSM weight at the end of the decay, kept from then on
+    gamma1: float = positive(4.0)  # DAMSM attention sharpness (AttnGAN TRAIN.SMOOTH.GAMMA1)
+    gamma2: float = positive(5.0)  # word-region aggregation (GAMMA2)
+    gamma3: float = positive(10.0)  # similarity scale (GAMMA3)
     damsm_words: bool = True  # DAMSM word loss as well as the sentence loss (false: sentence term only; must be false with a frozen text_encoder)
     damsm_image_encoder: str = ""  # with a frozen text_encoder (not a DAMSM run): the image encoder run trained against it (task damsm); "" otherwise
 

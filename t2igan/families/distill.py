@@ -28,7 +28,7 @@ from torch import nn
 
 from t2igan import T2IError
 from t2igan.core import weights as ckpt
-from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
+from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, at_least, in_range, positive
 from t2igan.core.folder import write_model_index
 from t2igan.data.birds import load_any
 from t2igan.data.folder import CaptionedImages
@@ -48,27 +48,27 @@ class DistillStudentConfig:
     """The encoder trained to reproduce the teacher's embeddings (t2igan.families.distill)."""
 
     arch: str = "damsm"  # damsm (bi-LSTM) | char_cnn_rnn
-    embed_dim: int = 0  # sentence width; 0 = the teacher's (it must match)
-    word_dim: int = 300  # damsm: word embedding size (ninput)
-    num_layers: int = 1  # damsm: LSTM layers
-    dropout: float = 0.5  # damsm: on word embeddings; char_cnn_rnn: before the output Linear
-    cnn_dim: int = 512  # char_cnn_rnn: last conv / RNN width
+    embed_dim: int = at_least(0, 0)  # sentence width; 0 = the teacher's (it must match)
+    word_dim: int = positive(300)  # damsm: word embedding size (ninput)
+    num_layers: int = positive(1)  # damsm: LSTM layers
+    dropout: float = in_range(0.5, 0, 1, hi_open=True)  # damsm: on word embeddings; char_cnn_rnn: before the output Linear
+    cnn_dim: int = positive(512)  # char_cnn_rnn: last conv / RNN width
     rnn_type: str = "gru"  # char_cnn_rnn: gru | rnn
     variant: str = "long"  # char_cnn_rnn: long (18 steps) | short (8 steps)
-    doc_length: int = 201  # char_cnn_rnn: characters per caption
+    doc_length: int = at_least(201, 48)  # char_cnn_rnn: characters per caption (the CNN needs >= 48)
 
 
 @dataclass
 class DistillTeacherConfig:
     source: str = "minilm"  # any text encoder spec (t2igan.text.spec: damsm:RUN, minilm[:DIR], clip:ARCH:CKPT, char-cnn-rnn:DIR, precomputed:DATA_ROOT) or 'pickle' (dataset embeddings)
     cache_dir: str = ""  # embedding cache folder ('' = DATA_ROOT/.cache/text_embeddings)
-    batch_size: int = 256  # captions per teacher forward pass when filling the cache
+    batch_size: int = positive(256)  # captions per teacher forward pass when filling the cache
 
 
 @dataclass
 class DistillLossConfig:
-    beta: float = 1.0  # SmoothL1 beta (torch default)
-    cosine_weight: float = 0.0  # + cosine_weight * (1 - cos(student, teacher))
+    beta: float = at_least(1.0, 0)  # SmoothL1 beta (torch default)
+    cosine_weight: float = at_least(0.0, 0)  # + cosine_weight * (1 - cos(student, teacher))
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
+from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, positive
 from t2igan.core.distributed import world_from_env
 from t2igan.eval.evaluator import train_evaluator
 from t2igan.families.base import Family, check_switches
@@ -16,8 +16,8 @@ from t2igan.families.base import Family, check_switches
 
 @dataclass
 class EvaluatorConfig:
-    width: int = 48  # base channels of the attribute evaluator CNN
-    feature_dim: int = 256  # penultimate feature size (FID-SF/KID-SF space)
+    width: int = positive(48)  # base channels of the attribute evaluator CNN
+    feature_dim: int = positive(256)  # penultimate feature size (FID-SF/KID-SF space)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
+from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, in_range, positive
 from t2igan.data.dataset import Batch
 from t2igan.families.base import Family
 from t2igan.families.classic import ClassicStep, bce, classic_build, classic_optim, classic_train, roll
@@ -18,12 +18,12 @@ from t2igan.models import gan_int_cls
 class GANINTCLSConfig:
     """GAN-INT-CLS (Reed et al. 2016); defaults: Reed's main_cls_int.lua."""
 
-    ngf: int = 128  # generator base width
-    ndf: int = 64  # discriminator base width
-    nz: int = 100  # noise size
-    nt: int = 128  # projected text size
+    ngf: int = positive(128)  # generator base width
+    ndf: int = positive(64)  # discriminator base width
+    nz: int = positive(100)  # noise size
+    nt: int = positive(128)  # projected text size
     cls: bool = True  # matching-aware loss: D also sees (real image, wrong caption) as fake
-    int_beta: float = 0.5  # INT: G also draws from beta*t1 + (1-beta)*t2 (0 = INT off)
+    int_beta: float = in_range(0.5, 0, 1)  # INT: G also draws from beta*t1 + (1-beta)*t2 (0 = INT off)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from t2igan import T2IError
 from t2igan.core import weights as ckpt
-from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
+from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, at_least, positive
 from t2igan.core.folder import resolve_dir, write_model_index
 from t2igan.data.dataset import Batch
 from t2igan.data.text import Vocabulary
@@ -25,8 +25,8 @@ from t2igan.text.spec import load_caption_encoder
 class MirrorGANConfig(AttnGANConfig):
     """MirrorGAN; defaults: cfg/train_bird.yml (DAMSM LAMBDA 0.0, caption LAMBDA1 10.0)."""
 
-    damsm_lambda: float = 0.0
-    caption_lambda: float = 10.0  # TRAIN.SMOOTH.LAMBDA1: STREAM caption cross-entropy on fakes
+    damsm_lambda: float = at_least(0.0, 0)
+    caption_lambda: float = at_least(10.0, 0)  # TRAIN.SMOOTH.LAMBDA1: STREAM caption cross-entropy on fakes
 
 
 @dataclass
@@ -34,11 +34,11 @@ class STREAMConfig:
     """MirrorGAN's STREAM captioner; CAP section of cfg/train_bird.yml. The official CNN is an
     ImageNet ResNet-152; here a small CNN trained from scratch (``width``)."""
 
-    embed_size: int = 256
-    hidden_size: int = 256  # the decoder LSTM has 2 * hidden_size units (official)
-    num_layers: int = 1
-    width: int = 32  # CNN base width
-    image_size: int = 64  # side the CNN sees (generated images are resized to it)
+    embed_size: int = positive(256)
+    hidden_size: int = positive(256)  # the decoder LSTM has 2 * hidden_size units (official)
+    num_layers: int = positive(1)
+    width: int = positive(32)  # CNN base width
+    image_size: int = at_least(64, 16)  # side the CNN sees (generated images are resized to it; its 4 stride-2 convs need >= 16)
 
 
 @dataclass

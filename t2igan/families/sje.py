@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from t2igan.core import weights as ckpt
-from t2igan.core.config import DataConfig, ImageEncoderConfig, OptimConfig, TrainConfig
+from t2igan.core.config import DataConfig, ImageEncoderConfig, OptimConfig, TrainConfig, at_least, in_range, positive
 from t2igan.core.folder import write_model_index
 from t2igan.data.text import Vocabulary
 from t2igan.families.base import Family, StepBase
@@ -24,12 +24,12 @@ from t2igan.text.char_cnn_rnn import CharCNNRNN, CharCNNRNNCaptionEncoder, encod
 class CharCNNRNNConfig:
     """Reed's hybrid char-CNN-RNN (t2igan.text.char_cnn_rnn.CharCNNRNN); defaults = the pretrained CUB model."""
 
-    emb_dim: int = 1024  # output embedding
-    cnn_dim: int = 512  # last conv / RNN width
+    emb_dim: int = positive(1024)  # output embedding
+    cnn_dim: int = positive(512)  # last conv / RNN width
     rnn_type: str = "gru"  # gru (FixedGRU) | rnn (FixedRNN)
     avg: bool = True  # time-average the GRU states
-    dropout: float = 0.0
-    doc_length: int = 201  # characters per caption
+    dropout: float = in_range(0.0, 0, 1, hi_open=True)
+    doc_length: int = at_least(201, 48)  # characters per caption (the CNN needs >= 48)
     variant: str = "long"  # long (HybridCNNLong) | short (HybridCNN)
 
 

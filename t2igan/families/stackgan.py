@@ -9,7 +9,7 @@ import torch
 
 from t2igan import T2IError
 from t2igan.core import weights as ckpt
-from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
+from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, at_least, in_range, positive
 from t2igan.core.folder import resolve_dir
 from t2igan.data.dataset import Batch
 from t2igan.families.base import Family, generator_kind
@@ -22,20 +22,20 @@ from t2igan.models.blocks import kl_loss
 class StackGANConfig:
     """StackGAN v1; defaults: StackGAN-Pytorch code/miscc/config.py (birds shape)."""
 
-    stage: int = 1  # 1: train stage I; 2: train stage II on a frozen stage-I run
+    stage: int = in_range(1, 1, 2)  # 1: train stage I; 2: train stage II on a frozen stage-I run
     stage1: str = ""  # stage 2: the stage-I run (or its pipeline dir)
-    stage1_size: int = 64  # stage-I image side (stage 1); stage II draws data.image_size
-    gf_dim: int = 128  # GAN.GF_DIM (stage I works at 8*gf_dim)
-    df_dim: int = 64  # GAN.DF_DIM
-    c_dim: int = 128  # GAN.CONDITION_DIM
-    nz: int = 100  # Z_DIM
-    r_num: int = 4  # GAN.R_NUM residual blocks in stage II
-    kl_coeff: float = 2.0  # TRAIN.COEFF.KL
-    lr_decay_epoch: int = 600  # halve both learning rates every this many epochs (config.py default; paper: 100)
-    damsm_lambda: float = 0.0  # not in StackGAN: AttnGAN's DAMSM word+sentence loss on the generated image; 0 = off
-    gamma1: float = 4.0  # DAMSM loss (AttnGAN TRAIN.SMOOTH.GAMMA1..3), used when damsm_lambda > 0
-    gamma2: float = 5.0
-    gamma3: float = 10.0
+    stage1_size: int = in_range(64, 8, 64)  # stage-I image side (stage 1); stage II draws data.image_size
+    gf_dim: int = positive(128)  # GAN.GF_DIM (stage I works at 8*gf_dim)
+    df_dim: int = positive(64)  # GAN.DF_DIM
+    c_dim: int = positive(128)  # GAN.CONDITION_DIM
+    nz: int = positive(100)  # Z_DIM
+    r_num: int = at_least(4, 0)  # GAN.R_NUM residual blocks in stage II
+    kl_coeff: float = at_least(2.0, 0)  # TRAIN.COEFF.KL
+    lr_decay_epoch: int = at_least(600, 0)  # halve both learning rates every this many epochs (config.py default; paper: 100)
+    damsm_lambda: float = at_least(0.0, 0)  # not in StackGAN: AttnGAN's DAMSM word+sentence loss on the generated image; 0 = off
+    gamma1: float = positive(4.0)  # DAMSM loss (AttnGAN TRAIN.SMOOTH.GAMMA1..3), used when damsm_lambda > 0
+    gamma2: float = positive(5.0)
+    gamma3: float = positive(10.0)
 
 
 @dataclass

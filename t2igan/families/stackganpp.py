@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from t2igan.core.config import DataConfig, OptimConfig, TrainConfig
+from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, at_least, in_range, positive
 from t2igan.data.dataset import Batch
 from t2igan.families.base import Family
 from t2igan.families.classic import _MultiScaleStep, bce, classic_build, classic_optim, classic_train, lsgan, roll
@@ -18,22 +18,22 @@ from t2igan.models.blocks import color_consistency_loss, kl_loss
 class StackGANppConfig:
     """StackGAN++ (StackGAN-v2); defaults: code/cfg/birds_3stages.yml."""
 
-    branch_num: int = 3  # TREE.BRANCH_NUM: scales base_size * 2**k
-    base_size: int = 64  # TREE.BASE_SIZE: first branch's side
-    gf_dim: int = 64  # GAN.GF_DIM
-    df_dim: int = 64  # GAN.DF_DIM
-    c_dim: int = 128  # GAN.EMBEDDING_DIM
-    nz: int = 100  # GAN.Z_DIM
-    r_num: int = 2  # GAN.R_NUM
-    kl_coeff: float = 2.0  # TRAIN.COEFF.KL
-    uncond_loss: float = 1.0  # TRAIN.COEFF.UNCOND_LOSS
-    color_loss: float = 0.0  # TRAIN.COEFF.COLOR_LOSS (birds: 0; the *_color configs: 50)
-    color_cov: float = 5.0  # covariance term weight relative to the mean term (official: 5)
+    branch_num: int = in_range(3, 1, 3)  # TREE.BRANCH_NUM: scales base_size * 2**k
+    base_size: int = in_range(64, 8, 64)  # TREE.BASE_SIZE: first branch's side
+    gf_dim: int = positive(64)  # GAN.GF_DIM
+    df_dim: int = positive(64)  # GAN.DF_DIM
+    c_dim: int = positive(128)  # GAN.EMBEDDING_DIM
+    nz: int = positive(100)  # GAN.Z_DIM
+    r_num: int = at_least(2, 0)  # GAN.R_NUM
+    kl_coeff: float = at_least(2.0, 0)  # TRAIN.COEFF.KL
+    uncond_loss: float = at_least(1.0, 0)  # TRAIN.COEFF.UNCOND_LOSS
+    color_loss: float = at_least(0.0, 0)  # TRAIN.COEFF.COLOR_LOSS (birds: 0; the *_color configs: 50)
+    color_cov: float = at_least(5.0, 0)  # covariance term weight relative to the mean term (official: 5)
     hdgan: bool = False  # HDGAN-style discriminators: local patch image loss + pair (matching) loss
-    damsm_lambda: float = 0.0  # not in StackGAN++: AttnGAN's DAMSM word+sentence loss on the last scale; 0 = off
-    gamma1: float = 4.0  # DAMSM loss (AttnGAN TRAIN.SMOOTH.GAMMA1..3), used when damsm_lambda > 0
-    gamma2: float = 5.0
-    gamma3: float = 10.0
+    damsm_lambda: float = at_least(0.0, 0)  # not in StackGAN++: AttnGAN's DAMSM word+sentence loss on the last scale; 0 = off
+    gamma1: float = positive(4.0)  # DAMSM loss (AttnGAN TRAIN.SMOOTH.GAMMA1..3), used when damsm_lambda > 0
+    gamma2: float = positive(5.0)
+    gamma3: float = positive(10.0)
 
 
 @dataclass

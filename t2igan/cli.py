@@ -100,7 +100,7 @@ def cmd_train(a) -> None:
     from t2igan.train.run import train
 
     cfg = load_config(a.config, a.overrides)
-    r = train(cfg, a.resume)
+    r = train(cfg, a.resume, a.overwrite)
     s = r["summary"]
     if s is None:
         print(f"{cfg.task} saved to {r['output']}")
@@ -273,7 +273,8 @@ def cmd_demo(a) -> None:
             continue
         print(f"[{n}/4] training {task} -> {run}")
         cfg = load_config(None, [f"data.root={data}", f"train.out_dir={run}", *extra], task=task)
-        s = build_training(cfg, resume=False).fit()
+        # a demo stage killed before its first export left outputs but no model: train it again
+        s = build_training(cfg, resume=False, overwrite=run.is_dir() and any(run.iterdir())).fit()
         print(f"      {s['step']} steps in {s['wall_seconds']:.0f} s ({s['images_per_s']:.1f} images/s)")
     pipe = Pipeline.from_pretrained(out / "dfgan")
     caps = ["this flower has red petals and a yellow center", "a flower with thin blue petals",
@@ -337,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="YAML run config")
     t.add_argument("overrides", nargs="*", help="dotted overrides key.path=value")
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in train.out_dir")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in train.out_dir (its outputs stay until the new run is complete)")
     t.set_defaults(func=cmd_train)
 
     sm = sub.add_parser("sample", help="generate images for captions")

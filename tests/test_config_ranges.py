@@ -222,3 +222,20 @@ def test_cli_refuses_before_writing_anything(override, key, tiny_data, tiny_dams
     assert rc == 2
     assert err.startswith(f"error: config key '{key}': ") and "is out of range" in err and "\n" not in err
     assert not out.exists()
+
+
+def test_batch_larger_than_the_dataset_is_one_line_before_anything_is_written(tiny_data, tmp_path, capsys):
+    """The one range that needs the data: a batch holds distinct images of the split."""
+    from conftest import tiny_overrides
+
+    from t2igan.cli import main
+
+    out = tmp_path / "run"
+    over = tiny_overrides(tiny_data, out, **{"model.ngf": 4, "model.ndf": 4, "text_encoder": str(tmp_path / "unused"),
+                                             "train.batch_size": 5000})
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("task: dfgan\n")
+    assert main(["train", str(cfg), *over]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.batch_size=5000 is larger than the" in err[0] and "images of" in err[0]
+    assert not out.exists()

@@ -20,13 +20,19 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from t2igan import T2IError
-from t2igan.core.fs import replace_dir  # noqa: F401  (re-exported: weights.replace_dir)
+from t2igan.core.fs import recover_dir, replace_dir  # noqa: F401  (re-exported: weights.replace_dir)
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
 def fresh_tmp(final: Path) -> Path:
+    """An empty ``final.tmp`` to write the next copy of ``final`` into.
+
+    A swap of ``final`` interrupted between its two renames is undone first (``final.old``, the
+    last complete copy, goes back to ``final``), so the leftover ``final.tmp`` deleted here is a
+    half-finished save and never the only complete copy."""
+    recover_dir(final)
     tmp = final.with_name(final.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -12,6 +12,14 @@ Run directory::
     RUN/samples/step_XXXXXXX.png    sample grids for the fixed captions (+ captions.txt)
     RUN/logs/                       TensorBoard event files
     RUN/train_summary.json          steps, wall time, images/s
+    RUN/.lock                       while a process trains it: that process's PID and host
+
+Run-folder safety (:func:`open_run_folder`, :func:`check_run_folder`, :meth:`Trainer.fit`): one
+process at a time writes a run folder (``RUN/.lock``, rank 0 only); a swap of ``checkpoint/``,
+``pipeline/`` or a snapshot interrupted between its two renames is undone before anything
+reads the folder (``X.old`` back to ``X``; a ``X.tmp`` is never trusted); a folder holding any
+earlier output is refused without ``--resume`` or ``--overwrite``; ``--overwrite`` trains into
+``RUN/.overwrite/`` and replaces the old outputs only once the new run is complete.
 
 The same ``t2igan train CONFIG`` runs on one process or, under ``torchrun --nproc_per_node N``,
 on N (DistributedDataParallel; gloo on CPU, nccl on CUDA). ``train.batch_size`` is the
@@ -25,7 +33,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import shutil
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -35,6 +46,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from t2igan import T2IError
+from t2igan.core import fs
 from t2igan.core import weights as ckpt
 from t2igan.core.config import save_config
 from t2igan.core.device import pick_device
@@ -65,12 +77,151 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         be.copy_(bm)
 
 
+# ----------------------------------------------------------------------------- run folder
+STAGE = ".overwrite"  # an --overwrite run's new outputs, moved into RUN once complete
+REPLACED = ".replaced"  # the old outputs while they are being replaced
+COMPLETE = ".complete.json"  # in STAGE: the new run is complete (the names to move in)
+SWAPPED = ("checkpoint", "pipeline")  # written by directory swaps (snapshots/step_* too)
+RUN_NAMES = {"config.yaml", "checkpoint", "pipeline", "train_summary.json", "samples", "logs", "snapshots",
+             "eval_history.jsonl", STAGE, REPLACED, *(f"{n}.{x}" for n in SWAPPED for x in ("old", "tmp"))}
+
+
+def note(msg: str) -> None:
+    print(msg if msg.startswith("note:") else f"note: {msg}", file=sys.stderr, flush=True)
+
+
+def previous_outputs(run: Path) -> list[str]:
+    """Names in the run folder other than its lock (an earlier run's outputs, or anything else)."""
+    if not run.exists():
+        return []
+    if not run.is_dir():
+        raise T2IError(f"train.out_dir={run} is a file, not a folder")
+    return sorted(e.name for e in run.iterdir() if e.name != fs.LOCK)
+
+
+def finish_overwrite(run: Path) -> bool:
+    """Complete the replacement of a run folder's outputs by a finished --overwrite run (also
+    after a crash part-way): with ``RUN/.overwrite/.complete.json`` listing the new names, an
+    entry of RUN is old when the manifest lacks its name or ``.overwrite`` still holds it; old
+    entries go to ``RUN/.replaced`` (deleted at the end), new ones move in. Idempotent."""
+    stage, replaced = run / STAGE, run / REPLACED
+    marker = stage / COMPLETE
+    if not marker.is_file():
+        return False
+    names = set(ckpt.read_json(marker).get("entries", []))
+    replaced.mkdir(exist_ok=True)
+    for e in sorted(run.iterdir()):
+        if e.name in (fs.LOCK, STAGE, REPLACED):
+            continue
+        if e.name not in names or os.path.lexists(stage / e.name):
+            dest = replaced / e.name
+            if os.path.lexists(dest):
+                shutil.rmtree(dest) if dest.is_dir() and not dest.is_symlink() else dest.unlink()
+            os.replace(e, dest)
+    for n in sorted(names):
+        if os.path.lexists(stage / n):
+            os.replace(stage / n, run / n)
+    shutil.rmtree(replaced)
+    shutil.rmtree(stage)
+    return True
+
+
+def _snapshot_dirs(run: Path) -> list[Path]:
+    snaps = run / "snapshots"
+    if not snaps.is_dir():
+        return []
+    return [p.with_name(p.name[:-4]) for p in snaps.iterdir() if p.name.endswith(".old")]
+
+
+def run_needs_recovery(run: Path) -> bool:
+    return ((run / STAGE / COMPLETE).is_file() or any(fs.needs_recovery(run / n) for n in SWAPPED)
+            or any(fs.needs_recovery(d) for d in _snapshot_dirs(run)))
+
+
+def recover_run(run: Path) -> list[str]:
+    """Undo what a crash left half-done (under the lock): a finished --overwrite still being
+    moved in, and swaps of checkpoint/, pipeline/, snapshots/step_* stopped between their two
+    renames (``X.old`` goes back; ``X.tmp`` may be partial and is not used). Returns notes."""
+    notes = []
+    if not run.is_dir():
+        return notes
+    if finish_overwrite(run):
+        notes.append(f"{run}: finished moving in the outputs of an interrupted --overwrite run")
+    for d in [run / n for n in SWAPPED] + _snapshot_dirs(run):
+        if msg := fs.recover_dir(d):
+            notes.append(msg)
+    return notes
+
+
+def open_run_folder(run, world) -> fs.RunLock | None:
+    """Before anything reads or writes the run folder. Rank 0 refuses a folder locked by a live
+    process and, if a crash left something half-done, takes the lock and repairs it (the
+    returned lock is then held; :meth:`Trainer.fit` takes it otherwise). The other ranks write
+    nothing: they wait for rank 0's repair, then read the same folder."""
+    run = Path(run)
+    if run.exists() and not run.is_dir():
+        raise T2IError(f"train.out_dir={run} is a file, not a folder")
+    if not world.main:
+        deadline = time.monotonic() + 300
+        while run_needs_recovery(run):
+            if time.monotonic() > deadline:
+                raise T2IError(f"{run}: rank 0 did not repair the interrupted save in this run folder within 5 minutes")
+            time.sleep(0.2)
+        return None
+    lock = fs.RunLock(run)
+    if run_needs_recovery(run):
+        lock.acquire()
+        try:
+            if lock.note:
+                note(lock.note)
+                lock.note = None
+            for msg in recover_run(run):
+                note(msg)
+        except BaseException:
+            lock.release()
+            raise
+    else:
+        lock.check()
+    return lock
+
+
+def check_run_folder(run, resume: bool, overwrite: bool) -> None:
+    """Fresh, --resume or --overwrite: refuse what would lose or mix up an earlier run (reads only)."""
+    run = Path(run)
+    if resume and overwrite:
+        raise T2IError(f"--resume and --overwrite exclude each other: --resume continues the run in {run}, --overwrite replaces it")
+    prev = previous_outputs(run)
+    d = run / "checkpoint"
+    has_ckpt = (d / "trainer_state.pt").is_file()
+    if resume:
+        if not has_ckpt:
+            tmp = d.with_name("checkpoint.tmp")
+            extra = f" ({tmp} is an unfinished save and is not used)" if tmp.exists() else ""
+            raise T2IError(f"--resume: no checkpoint in {d}{extra}")
+        return
+    if not prev:
+        return
+    shown = ", ".join(prev[:4]) + (", ..." if len(prev) > 4 else "")
+    if overwrite:
+        if not RUN_NAMES.intersection(prev):
+            raise T2IError(f"--overwrite: {run} does not look like a run folder (it holds {shown}) and is left alone; "
+                           "set train.out_dir to a new or empty folder")
+        return
+    if has_ckpt:
+        raise T2IError(f"{run} already holds a checkpoint; pass --resume to continue it, --overwrite to replace the run "
+                       "(the old outputs stay until the new run is complete), or set train.out_dir to a new folder")
+    raise T2IError(f"{run} already holds earlier outputs ({shown}) but no checkpoint to --resume; pass --overwrite to "
+                   "replace them (they stay until the new run is complete) or set train.out_dir to a new folder")
+
+
 class Trainer:
     def __init__(self, cfg, task: TrainStep, dataset: TextImageDataset, sample_captions: list[str],
-                 resume: bool = False, device: torch.device | None = None):
+                 resume: bool = False, device: torch.device | None = None, overwrite: bool = False,
+                 lock: fs.RunLock | None = None):
         self.cfg, self.task, self.dataset = cfg, task, dataset
         self.tc = cfg.train
-        self.out = Path(self.tc.out_dir)
+        self.run = Path(self.tc.out_dir)  # the run folder
+        self.out = self.run  # where this run writes: RUN, or RUN/.overwrite until an --overwrite run is complete
         self.world = fast.world_from_env()
         self.device = device or pick_device(self.tc.device, self.world.local_rank)
         fast.check(self.tc, self.device)
@@ -78,12 +229,9 @@ class Trainer:
         if self.tc.batch_size % self.world.size:
             raise T2IError(f"train.batch_size={self.tc.batch_size} (the global batch) is not divisible by the {self.world.size} processes")
         self.sample_captions = sample_captions
-        has_ckpt = (self.out / "checkpoint" / "trainer_state.pt").is_file()
-        if has_ckpt and not resume:
-            raise T2IError(f"{self.out} already holds a checkpoint; pass --resume to continue it or set train.out_dir to a new folder")
-        if resume and not has_ckpt:
-            raise T2IError(f"--resume: no checkpoint in {self.out / 'checkpoint'}")
-        self.resume = resume
+        self._lock = lock if lock is not None else open_run_folder(self.run, self.world)  # rank 0's; None elsewhere
+        check_run_folder(self.run, resume, overwrite)
+        self.resume, self.overwrite = resume, overwrite
         self.ema: nn.Module | None = None
         if task.ema_of and self.tc.ema_decay > 0:
             self.ema = copy.deepcopy(task.modules[task.ema_of]).eval().requires_grad_(False)
@@ -218,6 +366,45 @@ class Trainer:
         )
 
     def fit(self) -> dict:
+        """Train to the end (max_steps, max_minutes, or SIGINT/SIGTERM at a step boundary) and save.
+
+        Rank 0 holds ``RUN/.lock`` from before its first write to the end (released on errors
+        and interrupts too), repairs and re-checks the folder under it, and for --overwrite
+        writes into ``RUN/.overwrite/``, moved in only once the run has saved everything."""
+        restore = None
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM (and SIGINT, which background jobs ignore) stop at a step boundary and save;
+            # outside the loop they end the run with the lock released
+            restore = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        main = self.world.main
+        try:
+            if main:
+                self._lock.acquire()
+                if self._lock.note:
+                    note(self._lock.note)
+                    self._lock.note = None
+                for msg in recover_run(self.run):  # under the lock: another process may have crashed since
+                    note(msg)
+                check_run_folder(self.run, self.resume, self.overwrite)  # again: another run may have written since
+                if self.overwrite and previous_outputs(self.run):
+                    self.out = self.run / STAGE
+                    if self.out.exists():  # an --overwrite run that did not finish: never trusted
+                        shutil.rmtree(self.out)
+                    self.out.mkdir()
+            summary = self._fit()
+            if main and self.out != self.run:
+                names = sorted(e.name for e in self.out.iterdir() if e.name != COMPLETE)
+                ckpt.write_json(self.out / COMPLETE, {"entries": names})  # the new run is complete
+                finish_overwrite(self.run)
+                self.out = self.run
+            return summary
+        finally:
+            if main and self._lock is not None:
+                self._lock.release()
+            if restore is not None:
+                signal.signal(signal.SIGTERM, restore)
+
+    def _fit(self) -> dict:
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
@@ -251,10 +438,6 @@ class Trainer:
                    desc=f"train {self.cfg.task}", unit="it", disable=not (tc.progress and main), dynamic_ncols=True)
         it = self.batches()
         stopped = "max_steps"
-        restore = None
-        if threading.current_thread() is threading.main_thread():
-            # SIGTERM (and SIGINT, which background jobs ignore) stop at a step boundary and save
-            restore = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             while self.step < tc.max_steps:
                 batch = self.to_batch(next(it), self.step)
@@ -294,8 +477,6 @@ class Trainer:
             stopped = "interrupted"
         finally:
             bar.close()
-            if restore is not None:
-                signal.signal(signal.SIGTERM, restore)
         elapsed = time.perf_counter() - t0
         grid = None
         if main:
@@ -308,7 +489,7 @@ class Trainer:
             "images_per_s": round((self.step - start_step) * tc.batch_size / max(elapsed, 1e-9), 2),
             "batch_size": tc.batch_size, "processes": self.world.size, "device": str(self.device),
             "threads": torch.get_num_threads(),
-            "samples": str(grid) if grid else None, "pipeline": str(self.out / "pipeline"),
+            "samples": str(self.run / grid.relative_to(self.out)) if grid else None, "pipeline": str(self.run / "pipeline"),
         }
         if self.world.distributed:
             import torch.distributed as dist

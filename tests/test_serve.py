@@ -90,15 +90,21 @@ def test_healthz_is_open_and_models_lists_both(served):
     assert m["limits"]["max_n"] == 16 and m["limits"]["batching"] is True
 
 
-def test_page_and_openapi(served):
+def test_page_and_openapi(served, pipe):
     client, _ = served
-    r = client.get("/")
+    assert_error(client.get("/"), 401)  # with a token the page needs it too (browsers get a Basic prompt)
+    r = client.get("/", headers=AUTH)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     for needle in ['id="captions"', 'id="generate"', 'id="model"', 'id="interpolate"', "/v1/generate", "download"]:
         assert needle in r.text
-    spec = client.get("/openapi.json").json()
-    assert {"/v1/generate", "/v1/interpolate", "/v1/models", "/healthz"} <= set(spec["paths"])
-    assert "image/png" in spec["paths"]["/v1/generate"]["post"]["responses"]["200"]["content"]
+    assert client.get("/openapi.json", headers=AUTH).status_code == 404  # the docs are opt-in (--docs)
+    docs_client, app = make(pipe, docs=True)
+    try:
+        spec = docs_client.get("/openapi.json", headers=AUTH).json()
+        assert {"/v1/generate", "/v1/interpolate", "/v1/models", "/healthz"} <= set(spec["paths"])
+        assert "image/png" in spec["paths"]["/v1/generate"]["post"]["responses"]["200"]["content"]
+    finally:
+        app.state.close()
 
 
 def test_generate_json_matches_the_library(served, pipe):
@@ -412,7 +418,7 @@ def test_cli_serve(tiny_dfgan, tmp_path, monkeypatch, capsys):
     assert main(["serve", str(tiny_dfgan), "--max-n", "0"]) == 2
     import uvicorn
     seen = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level: seen.update(app=app, host=host, port=port))
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level, **kw: seen.update(app=app, host=host, port=port))
     assert main(["serve", f"t={tiny_dfgan}", "--port", "0", "--no-batching", "--token", "x"]) == 0
     out = capsys.readouterr().out
     assert "serving t (dfgan, 32px)" in out and "batching off; auth bearer token" in out

@@ -4,12 +4,21 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
 Endpoints: ``POST /v1/generate``, ``POST /v1/interpolate``, ``GET /v1/models``, ``GET /healthz``,
-``GET /`` (the page), ``GET /docs`` and ``GET /openapi.json``. Every error is JSON
-``{"error": "<one line>", "status": <code>}``; bad input never stops the server.
+``GET /`` (the page), and with ``Settings(docs=True)`` ``GET /docs``, ``/redoc`` and ``/openapi.json``.
+Every error is JSON ``{"error": "<one line>", "status": <code>}``; bad input never stops the server.
+
+Security model: with a token set, every route but ``/healthz`` needs it, as ``Authorization: Bearer
+TOKEN`` or as the password of HTTP Basic auth (any user name; the page and the docs ask the browser
+for it with a Basic challenge, and the browser then sends it on the page's API calls too). Slow
+clients are bounded: a body must arrive within ``timeout_body_s`` (else 408), request headers within
+``timeout_header_s`` (``uvicorn_options``: a guard in uvicorn's h11 protocol), a request answers 504
+after ``timeout_s``, and work for a client that hung up or timed out is not computed.
 """
 
 import asyncio
 import base64
+import binascii
+import functools
 import io
 import os
 import re
@@ -33,7 +42,7 @@ import t2igan
 from t2igan import T2IError
 from t2igan.families import registry
 from t2igan.pipeline import Pipeline
-from t2igan.serve.batcher import Job, ModelWorker, QueueFull, Result
+from t2igan.serve.batcher import Job, JobDropped, ModelWorker, QueueFull, Result
 
 PAGE = Path(__file__).with_name("index.html")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -79,7 +88,14 @@ class Settings:
     max_batch: int = 64  # images per forward pass
     max_wait_ms: float = 10.0  # how long the first request waits for company
     exact: bool = False  # pad forward passes so an image never depends on its batch (slower)
-    token: str | None = None  # bearer token for /v1/*; None: open
+    token: str | None = None  # needed by every route but /healthz (Bearer, or Basic password); None: open
+    docs: bool = False  # serve /docs, /redoc and /openapi.json (behind the token when one is set)
+    timeout_body_s: float = 10.0  # a request body must arrive within this (from its headers); else 408
+    # uvicorn_options(): the connection limits (uvicorn's own settings, and the header guard)
+    timeout_header_s: float = 10.0  # a request's headers must arrive within this (from connect / its first byte)
+    timeout_keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
+    timeout_graceful_shutdown_s: float = 10.0  # at shutdown, requests still running get this long
+    max_header_bytes: int = 16 * 1024  # request line + headers; larger gets 400
     device: str = "cpu"
     fused_upsample: bool = False  # DF-GAN generators: fused upsampling blocks (same function, fewer FLOPs)
     extra: dict = field(default_factory=dict)
@@ -141,8 +157,11 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
         yield
         close()
 
-    app = FastAPI(title="t2igan", version=t2igan.__version__, lifespan=lifespan,
-                  description="Text-to-image GAN server: generate images from captions with the served models.")
+    app = FastAPI(title="t2igan", version=t2igan.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None, description="Text-to-image GAN server: generate images from captions with the "
+                                                 "served models." + (" Every route but /healthz needs the token: "
+                                                 "'Authorization: Bearer TOKEN', or HTTP Basic auth with the token "
+                                                 "as the password." if token else ""))
     app.state.workers, app.state.settings, app.state.close = workers, s, close
 
     # ------------------------------------------------------------------ schemas
@@ -251,9 +270,15 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
         status: int
 
     err = {c: {"model": ErrorBody, "description": d} for c, d in [
-        (400, "bad request"), (401, "missing or wrong bearer token"), (404, "unknown model"),
-        (406, "image/png asked for more than one image"), (413, "request body too large"),
-        (422, "invalid input"), (503, "queue full, retry after the Retry-After seconds"), (504, "timed out")]}
+        (400, "request body is not valid UTF-8"), (401, "missing or wrong token"), (404, "unknown model"),
+        (406, "image/png asked for more than one image"),
+        (408, f"the request body did not arrive within {s.timeout_body_s:g} s"), (413, "request body too large"),
+        (422, "invalid input"), (500, "internal error (one JSON line, the server keeps serving)"),
+        (503, "queue full, retry after the Retry-After seconds"), (504, f"not computed within {s.timeout_s:g} s")]}
+
+    def responses(*codes: int) -> dict:
+        """The error responses a route really gives: 401 only when a token is set."""
+        return {c: err[c] for c in codes if c != 401 or token is not None}
 
     # ------------------------------------------------------------------ errors
     @app.exception_handler(APIError)
@@ -289,18 +314,44 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
                 msg += f" (got {shown[:60] + '...' if len(shown) > 60 else shown})"
         return JSONResponse({"error": msg, "status": 422}, 422)
 
-    # ------------------------------------------------------------------ body size
-    app.add_middleware(BodyLimit, max_bytes=s.max_body_bytes)
+    # ------------------------------------------------------------------ body size and time
+    app.add_middleware(BodyLimit, max_bytes=s.max_body_bytes, timeout_s=s.timeout_body_s)
 
     # ------------------------------------------------------------------ auth
-    bearer = HTTPBearer(auto_error=False, description="set with --token or T2IGAN_TOKEN; open when unset")
+    bearer = HTTPBearer(auto_error=False, description="set with --token or T2IGAN_TOKEN (HTTP Basic auth with the "
+                                                      "token as the password works too)")
 
-    async def auth(cred: HTTPAuthorizationCredentials | None = Depends(bearer)):
+    def authorized(request: Request) -> bool:
+        """The request carries the token: ``Bearer TOKEN``, or HTTP Basic with TOKEN as the password."""
         if token is None:
-            return
-        if cred is None or not secrets.compare_digest(cred.credentials.encode(), token.encode()):
+            return True
+        scheme, _, cred = request.headers.get("authorization", "").partition(" ")
+        given, cred = "", cred.strip()
+        if scheme.lower() == "bearer":
+            given = cred
+        elif scheme.lower() == "basic":
+            try:
+                given = base64.b64decode(cred, validate=True).decode("utf-8").partition(":")[2]
+            except (binascii.Error, UnicodeDecodeError):
+                given = ""
+        return secrets.compare_digest(given.encode(), token.encode())
+
+    async def auth(request: Request, _cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None):
+        """The API routes: a 401 names the Bearer scheme (no browser prompt)."""
+        if not authorized(request):
             raise APIError(401, "missing or wrong bearer token (send 'Authorization: Bearer <token>')",
                            {"WWW-Authenticate": "Bearer"})
+
+    async def browser_auth(request: Request):
+        """The page and the docs: a 401 carries a Basic challenge, so a browser asks for the token (as the
+        password) and then sends it with every request to this server, the page's API calls included."""
+        if not authorized(request):
+            raise APIError(401, "missing or wrong token: the browser asks for it (any user name, the token as "
+                                "the password); programs send 'Authorization: Bearer <token>'",
+                           {"WWW-Authenticate": 'Basic realm="t2igan", charset="UTF-8"'})
+
+    api_auth = [Depends(auth)] if token is not None else []  # no token: no security scheme in the spec either
+    page_auth = [Depends(browser_auth)] if token is not None else []
 
     # ------------------------------------------------------------------ helpers
     def worker_for(name: str | None) -> ModelWorker:
@@ -325,19 +376,52 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
         except T2IError as e:
             raise APIError(422, str(e)) from None
 
-    async def run_job(w: ModelWorker, job: Job) -> Result:
+    async def client_gone(request: Request) -> None:
+        """Returns when the client hangs up. uvicorn does not cancel a request's task when its client
+        disconnects; it answers the next ``receive()`` after the body with ``http.disconnect``."""
+        while True:  # ends with the disconnect, or when run_job cancels it
+            if (await request.receive())["type"] == "http.disconnect":
+                return
+            await asyncio.sleep(0.01)  # a server that answers something else: do not spin
+
+    async def run_job(w: ModelWorker, job: Job, request: Request) -> Result:
+        """Queue ``job`` and wait for it, at most until its deadline and only while the client is there;
+        otherwise the job is cancelled (out of the queue, its rows dropped from later forward passes)."""
+        job.deadline = time.perf_counter() + s.timeout_s
         try:
             fut = w.submit(job)
         except QueueFull:
             raise APIError(503, f"model {w.name!r} has {w.max_queue} requests waiting; retry shortly",
                            {"Retry-After": "1"}) from None
+        waiter = asyncio.wrap_future(fut)
+        gone = asyncio.ensure_future(client_gone(request))
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout=s.timeout_s)
-        except asyncio.TimeoutError:
-            fut.cancel()
-            raise APIError(504, f"request took longer than {s.timeout_s:g} s") from None
+            done, _ = await asyncio.wait({waiter, gone}, timeout=max(0.0, job.deadline - time.perf_counter()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server cancelled this request (shutdown)
+            w.cancel(job, "cancelled")
+            raise
+        finally:
+            gone.cancel()
+        if gone in done:  # nobody to answer: whatever was computed for it is wasted
+            w.cancel(job, "cancelled")
+            if waiter.done() and not waiter.cancelled():
+                waiter.exception()  # retrieved: no "exception was never retrieved" warning
+            waiter.cancel()
+            raise APIError(499, "client closed the request")
+        if waiter not in done:
+            w.cancel(job, "timed_out")
+            waiter.cancel()
+            raise APIError(504, f"request took longer than {s.timeout_s:g} s")
+        try:
+            res = waiter.result()
+        except JobDropped:  # it would end after its deadline at the pace of the last forward passes
+            w.cancel(job, "timed_out")
+            raise APIError(504, f"request would not be done within {s.timeout_s:g} s at the current load") from None
         except T2IError as e:
             raise APIError(422, str(e)) from None
+        w.delivered(job)
+        return res
 
     def encode_png(x: torch.Tensor) -> bytes:
         from PIL import Image as PILImage
@@ -374,16 +458,31 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
         return {"total": round((done - t0) * 1000, 2), "queue": round((job.started - job.enqueued) * 1000, 2)}
 
     # ------------------------------------------------------------------ routes
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False, dependencies=page_auth)
     async def page():
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    if s.docs:
+        from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=page_auth)
+        async def openapi_spec():
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False, dependencies=page_auth)
+        async def swagger():
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="t2igan API")
+
+        @app.get("/redoc", include_in_schema=False, dependencies=page_auth)
+        async def redoc():
+            return get_redoc_html(openapi_url="/openapi.json", title="t2igan API")
 
     @app.get("/healthz", response_model=Health, summary="liveness (never needs a token)")
     async def healthz():
         return Health(status="ok", models=list(workers), version=t2igan.__version__)
 
-    @app.get("/v1/models", response_model=ModelsResponse, dependencies=[Depends(auth)],
-             responses={401: err[401]}, summary="the served models and the server limits")
+    @app.get("/v1/models", response_model=ModelsResponse, dependencies=api_auth,
+             responses=responses(401), summary="the served models and the server limits")
     async def list_models():
         def info(n: str, w: ModelWorker) -> ModelInfo:
             p = w.pipe
@@ -395,15 +494,15 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
                              queued=w.queued(), stats=dict(w.stats))
         infos = [info(n, w) for n, w in workers.items()]
         limits = {k: getattr(s, k) for k in ("max_caption_chars", "max_captions", "max_n", "max_images",
-                                             "max_body_bytes", "max_queue", "timeout_s", "batching", "max_batch",
-                                             "max_wait_ms", "exact")}
+                                             "max_body_bytes", "max_queue", "timeout_s", "timeout_body_s",
+                                             "batching", "max_batch", "max_wait_ms", "exact")}
         return ModelsResponse(models=infos, default=default_model, limits=limits)
 
     png_doc = {"content": {"image/png": {}}, "description": "one PNG image (exactly one image requested with "
                                                              "?format=png or Accept: image/png)"}
 
-    @app.post("/v1/generate", response_model=GenerateResponse, dependencies=[Depends(auth)],
-              responses={**{c: err[c] for c in (401, 404, 406, 413, 422, 503, 504)}, 200: png_doc},
+    @app.post("/v1/generate", response_model=GenerateResponse, dependencies=api_auth,
+              responses={**responses(400, 401, 404, 406, 408, 413, 422, 500, 503, 504), 200: png_doc},
               summary="images for captions (base64 PNGs in JSON, or one image/png)")
     async def generate(req: GenerateRequest, request: Request,
                        format: Literal["json", "png"] | None = Query(None, description="png: return image/png bytes "
@@ -425,7 +524,7 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
         attention = req.return_attention and pipe.attends_words
         job = Job("generate", tokens, lengths, req.seed, n=req.n, truncation=req.truncation, captions=req.captions,
                   stages=stages and not png, attention=attention and not png)
-        res = await run_job(w, job)
+        res = await run_job(w, job, request)
         if png:
             data = await run_in_threadpool(encode_png, res.images[0])
             headers = {"X-Seed": str(req.seed), "X-Model": w.name}
@@ -447,10 +546,10 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
                                 stage_sizes=pipe.stage_sizes, stages=stage_images, words=words, attention=maps,
                                 notes=notes, timing_ms=timing(t0, job))
 
-    @app.post("/v1/interpolate", response_model=InterpolateResponse, dependencies=[Depends(auth)],
-              responses={c: err[c] for c in (401, 404, 413, 422, 503, 504)},
+    @app.post("/v1/interpolate", response_model=InterpolateResponse, dependencies=api_auth,
+              responses=responses(400, 401, 404, 408, 413, 422, 500, 503, 504),
               summary="a row of images moving from caption A to caption B (same noise, mixed text encodings)")
-    async def interpolate(req: InterpolateRequest):
+    async def interpolate(req: InterpolateRequest, request: Request):
         t0 = time.perf_counter()
         w = worker_for(req.model)
         check_caption(0, req.caption_a)
@@ -458,7 +557,7 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
         tokens, lengths, dropped = tokenize(w, [req.caption_a, req.caption_b])
         job = Job("interpolate", tokens, lengths, req.seed, steps=req.steps, truncation=req.truncation,
                   captions=[req.caption_a, req.caption_b])
-        res = await run_job(w, job)
+        res = await run_job(w, job, request)
         b64 = await run_in_threadpool(encode_all, res.images)
         alphas = [round(i / (req.steps - 1), 6) for i in range(req.steps)]
         return InterpolateResponse(model=w.name, family=w.pipe.family, image_size=w.pipe.image_size, seed=req.seed,
@@ -470,14 +569,19 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over ``max_bytes`` (by Content-Length or as read) gets 413 JSON."""
+    """ASGI middleware: a request body over ``max_bytes`` (by Content-Length or as read) gets 413 JSON;
+    one that has not all arrived ``timeout_s`` after the headers gets 408 JSON and the connection closed."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout_s: float | None = None):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def _too_large(self, scope, receive, send) -> None:
         await JSONResponse({"error": f"request body is larger than {self.max_bytes} bytes", "status": 413}, 413)(
             scope, receive, send)
+
+    async def _too_slow(self, scope, receive, send) -> None:
+        await JSONResponse({"error": f"request body did not arrive within {self.timeout_s:g} s", "status": 408}, 408,
+                           headers={"Connection": "close"})(scope, receive, send)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -486,8 +590,13 @@ class BodyLimit:
         if cl is not None and (not cl.isdigit() or int(cl) > self.max_bytes):
             return await self._too_large(scope, receive, send)
         body, more = b"", True
-        while more:  # read it all here, bounded, then replay it to the app
-            msg = await receive()
+        loop = asyncio.get_running_loop()
+        end = None if self.timeout_s is None else loop.time() + self.timeout_s
+        while more:  # read it all here, bounded in size and time, then replay it to the app
+            try:
+                msg = await asyncio.wait_for(receive(), None if end is None else max(0.0, end - loop.time()))
+            except asyncio.TimeoutError:
+                return await self._too_slow(scope, receive, send)
             if msg["type"] == "http.disconnect":
                 return
             body += msg.get("body", b"")
@@ -504,6 +613,68 @@ class BodyLimit:
             return await receive()
 
         return await self.app(scope, replay, send)
+
+
+@functools.cache
+def header_guard_protocol(timeout_s: float):
+    """uvicorn's h11 protocol plus a header timeout: a connection that has not sent a request's complete
+    headers ``timeout_s`` after connecting (or after that request's first byte) gets a 408 (or, if it sent
+    nothing, no answer) and is closed. uvicorn (0.54) has none: its only timer is the keep-alive one
+    armed after a response, so a socket that connects and then trickles headers, or sends nothing,
+    is held forever. h11 only (this protocol replaces httptools when that is installed)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    body = f'{{"error": "request headers did not arrive within {timeout_s:g} s", "status": 408}}'.encode()
+    reply = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+             b"content-length: %d\r\n\r\n%s" % (len(body), body))
+
+    class HeaderTimeoutH11Protocol(H11Protocol):
+        _header_timer = None
+        _header_bytes = False  # bytes of the request being waited for have arrived
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self.conn.their_state is h11.IDLE:  # (part of) a request's head
+                self._header_bytes = True
+                self._arm()
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # its headers are complete
+                self._disarm()
+
+        def connection_lost(self, exc):
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(timeout_s, self._header_timeout)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            self._header_bytes = False
+
+        def _header_timeout(self) -> None:
+            self._header_timer = None
+            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+                return
+            if self._header_bytes:
+                self.transport.write(reply)
+            self.transport.close()
+
+    return HeaderTimeoutH11Protocol
+
+
+def uvicorn_options(s: Settings) -> dict:
+    """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config``: the connection limits of ``s``."""
+    return {"http": header_guard_protocol(float(s.timeout_header_s)), "timeout_keep_alive": s.timeout_keep_alive_s,
+            "timeout_graceful_shutdown": s.timeout_graceful_shutdown_s,
+            "h11_max_incomplete_event_size": s.max_header_bytes}
 
 
 def token_from_env(token: str | None) -> str | None:

@@ -11,6 +11,17 @@ any family) once per ``max_batch`` rows under ``torch.inference_mode()``, and ha
 its slice: final images, and every stage's images and the word attention maps when the job
 asked for them. With ``batching=False`` every job gets its own forward pass.
 
+Work nobody waits for is not computed. A job carries a ``deadline`` (when its request answers 504)
+and a ``cancelled`` flag (set by :meth:`ModelWorker.cancel` when its client hung up or it timed
+out; a cancelled job also leaves the queue at once, freeing its place). The worker skips dead
+jobs when it takes work, and before every forward pass drops the rows of jobs that died since,
+so a request cancelled while its batch runs costs at most the pass already running. A job that
+would miss its deadline at the pace of the recent forward passes (:meth:`ModelWorker.expected_s`)
+is not started either, and a batch grows only while it would still end before all its jobs'
+deadlines: under overload every queued job would otherwise start just before its deadline and
+finish after it, all its work thrown away. ``stats`` counts images computed, delivered (handed to
+a request still waiting) and skipped.
+
 Float kernels on CPU (oneDNN convolutions, MKL GEMMs) pick different code paths for
 different batch sizes, so an image computed in a batch of 5 can differ from the same image
 computed alone by ~1e-6 (rarely one PNG level). ``exact=True`` pads every forward pass to at
@@ -25,6 +36,8 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import math
+import statistics
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,6 +52,14 @@ EXACT_MIN_ROWS = 16
 
 class QueueFull(Exception):
     """The model's queue holds ``max_queue`` requests already."""
+
+
+class JobDropped(Exception):
+    """The worker did not compute (all of) a job: it was cancelled or its deadline passed first."""
+
+    def __init__(self, expired: bool):
+        super().__init__("deadline passed before it was computed" if expired else "cancelled")
+        self.expired = expired
 
 
 @dataclass
@@ -65,6 +86,12 @@ class Job:
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     enqueued: float = field(default_factory=time.perf_counter)
     started: float = 0.0
+    deadline: float = math.inf  # time.perf_counter() after which nobody waits for the result
+    cancelled: bool = False  # its request is gone (client hung up, or it answered 504): see ModelWorker.cancel
+
+    def live(self, now: float | None = None) -> bool:
+        """Someone still waits for this job's images."""
+        return not self.cancelled and (time.perf_counter() if now is None else now) < self.deadline
 
     @property
     def count(self) -> int:
@@ -161,11 +188,19 @@ class ModelWorker:
         self.max_queue, self.exact = int(max_queue), exact
         self.pipe.text_encoder.eval()
         self.pipe.generator.eval()
-        self.stats = {"requests": 0, "images": 0, "batches": 0, "forward_passes": 0, "max_batch_images": 0}
+        # images (= images_computed, the older name): rows the generator computed for jobs (exact mode's padding
+        # rows not counted); images_delivered: handed to a request still waiting for them; images_skipped: never
+        # computed because their request was cancelled or expired first. requests_cancelled: the client hung up;
+        # requests_timed_out: answered 504. Written under _stats_lock (worker thread and event loop both count).
+        self.stats = {"requests": 0, "images": 0, "batches": 0, "forward_passes": 0, "max_batch_images": 0,
+                      "images_computed": 0, "images_delivered": 0, "images_skipped": 0, "requests_delivered": 0,
+                      "requests_cancelled": 0, "requests_timed_out": 0}
+        self._stats_lock = threading.Lock()
         self._queue: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
         self._company = True  # the first batch waits max_wait for others
+        self._recent: collections.deque[tuple[float, int]] = collections.deque(maxlen=16)  # (seconds, rows) per pass
         self._thread = threading.Thread(target=self._loop, name=f"t2igan-serve-{name}", daemon=True)
         self._thread.start()
 
@@ -183,6 +218,31 @@ class ModelWorker:
             self._cond.notify()
         return job.future
 
+    def cancel(self, job: Job, reason: str = "cancelled") -> None:
+        """Nobody waits for ``job`` any more (``reason``: "cancelled", the client hung up, or "timed_out"):
+        flag it and take it out of the queue now, so it is not computed and its place is free. A job
+        already in a forward pass finishes that pass; its later passes are dropped."""
+        with self._cond:
+            if job.cancelled:
+                return
+            job.cancelled = True
+            for i, q in enumerate(self._queue):  # by identity: Job's dataclass == would compare tensors
+                if q is job:
+                    del self._queue[i]
+                    self.count(images_skipped=job.images)
+                    break
+            self.count(**{f"requests_{reason}": 1})
+        job.future.cancel()  # succeeds only while no worker has started it; the worker skips it then
+
+    def delivered(self, job: Job) -> None:
+        """``job``'s result reached a request that was still waiting for it."""
+        self.count(requests_delivered=1, images_delivered=job.images)
+
+    def count(self, **kw: int) -> None:
+        with self._stats_lock:
+            for k, v in kw.items():
+                self.stats[k] = self.stats.get(k, 0) + v
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -190,29 +250,68 @@ class ModelWorker:
         self._thread.join(timeout=5)
 
     # ------------------------------------------------------------------ worker side
+    def _drop(self, job: Job, images: int) -> None:
+        """Worker side: ``job`` will not get its images; ``images`` of them were not computed."""
+        self.count(images_skipped=images)
+        fut = job.future
+        if fut.running() or fut.set_running_or_notify_cancel():  # not cancelled: tell whoever still waits
+            fut.set_exception(JobDropped(expired=not job.cancelled))
+
+    def expected_s(self, rows: int) -> float:
+        """An estimate of the seconds the forward passes over ``rows`` images take, from the last 16 passes
+        (0 before any): per pass, the median recent time per image x its images, but no longer than the
+        slowest recent pass over as many images or more (a pass costs no less with more images; on a
+        GPU a small pass costs about what a big one does). Worker thread only."""
+        if not self._recent or rows <= 0:
+            return 0.0
+        per_row = statistics.median(sec / n for sec, n in self._recent)
+
+        def one_pass(r: int) -> float:
+            bigger = [sec for sec, n in self._recent if n >= r]
+            return min(per_row * r, max(bigger)) if bigger else per_row * r
+        full, rest = divmod(rows, self.max_batch)
+        return full * one_pass(self.max_batch) + (one_pass(rest) if rest else 0.0)
+
+    def _skip_dead(self) -> None:
+        """Drop the jobs at the head of the queue that are dead, or would be by the time they are computed
+        (under ``_cond``)."""
+        now = time.perf_counter()
+        while self._queue and not self._queue[0].live(now + self.expected_s(self._queue[0].images)):
+            job = self._queue.popleft()
+            self._drop(job, job.images)
+
     def _take(self) -> list[Job] | None:
-        """Block for the next group of jobs (None when closed)."""
+        """Block for the next group of live jobs (None when closed)."""
         with self._cond:
-            while not self._queue and not self._closed:
-                self._cond.wait()
-            if self._closed:
-                return None
+            while True:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return None
+                self._skip_dead()
+                if self._queue:
+                    break
             jobs = [self._queue.popleft()]
             if not self.batching:
                 return jobs
-            total = jobs[0].images
+            total, due = jobs[0].images, jobs[0].deadline  # due: the batch's earliest deadline
             # wait for company only while requests have been arriving together (the last batch had
             # more than one); a lone client is served at once instead of paying max_wait every time
-            deadline = jobs[0].enqueued + (self.max_wait if self._company else 0.0)
+            wait_until = jobs[0].enqueued + (self.max_wait if self._company else 0.0)
             while total < self.max_batch:
+                self._skip_dead()
                 if self._queue:
-                    if total + self._queue[0].images > self.max_batch:
+                    nxt = self._queue[0]
+                    if total + nxt.images > self.max_batch:
                         break
-                    job = self._queue.popleft()
-                    jobs.append(job)
-                    total += job.images
+                    # a bigger batch ends later: stop before it would end after one of its jobs' deadlines
+                    if time.perf_counter() + self.expected_s(total + nxt.images) > min(due, nxt.deadline):
+                        break
+                    jobs.append(self._queue.popleft())
+                    total += nxt.images
+                    due = min(due, nxt.deadline)
                     continue
-                left = deadline - time.perf_counter()
+                left = wait_until - time.perf_counter()
                 if left <= 0 or self._closed:
                     break
                 self._cond.wait(left)
@@ -224,17 +323,36 @@ class ModelWorker:
             jobs = self._take()
             if jobs is None:
                 return
-            jobs = [j for j in jobs if j.future.set_running_or_notify_cancel()]  # drop timed-out ones
-            if not jobs:
+            now, live = time.perf_counter(), jobs
+            for _ in range(len(jobs)):  # dead, or would be when the batch ends (it shrinks as jobs go): not computed
+                end = now + self.expected_s(sum(j.images for j in live))
+                dead = {id(j) for j in live if not j.live(end)}  # decided once per job (the flag may flip meanwhile)
+                if not dead:
+                    break
+                for j in live:
+                    if id(j) in dead:
+                        self._drop(j, j.images)
+                live = [j for j in live if id(j) not in dead]
+            started = []
+            for j in live:
+                if j.future.set_running_or_notify_cancel():
+                    started.append(j)
+                else:  # its future was cancelled without cancel() (a caller's own fut.cancel())
+                    self.count(images_skipped=j.images)
+            live = started
+            if not live:
                 continue
             try:
-                outs = self.run(jobs)
+                outs = self.run(live)
             except Exception as e:  # noqa: BLE001 - handed to the waiting requests
-                for j in jobs:
+                for j in live:
                     j.future.set_exception(e)
                 continue
-            for j, o in zip(jobs, outs):
-                j.future.set_result(o)
+            for j, o in zip(live, outs):
+                if o is None:  # died during the batch: its remaining rows were not computed
+                    j.future.set_exception(JobDropped(expired=not j.cancelled))
+                else:
+                    j.future.set_result(o)
 
     def encode(self, jobs: list[Job], min_rows: int):
         """The text encoder over every job's captions: ``words [K, D, T]``, ``sent [K, D]``, ``mask [K, T]``.
@@ -262,13 +380,17 @@ class ModelWorker:
         mask = torch.cat([_pad_last(m, T) for _, _, m in parts])
         return words, torch.cat([s for _, s, _ in parts]), mask
 
-    def run(self, jobs: list[Job]) -> list[Result]:
-        """One batch: text encoder once over all captions, ``Pipeline.synthesize`` once per ``max_batch`` images."""
+    def run(self, jobs: list[Job]) -> list[Result | None]:
+        """One batch: text encoder once over all captions, ``Pipeline.synthesize`` once per ``max_batch`` images.
+
+        Before every forward pass the rows of jobs that died meanwhile (cancelled, or past their deadline)
+        are dropped; such a job gets ``None`` instead of a :class:`Result`."""
         pipe, dev = self.pipe, self.pipe.device
         now = time.perf_counter()
         for j in jobs:
             j.started = now
         min_rows = EXACT_MIN_ROWS if self.exact else 1
+        sizes = [j.images for j in jobs]
         with torch.inference_mode():
             words, sent, mask = self.encode(jobs, min_rows)  # (K, D, T), (K, D), (K, T)
             conds, zs, epss, k = [], [], [], 0
@@ -283,26 +405,57 @@ class ModelWorker:
             z = torch.cat(zs).to(dev)
             eps = None if epss[0] is None else torch.cat(epss).to(dev)
             want_stages, want_att = any(j.stages for j in jobs), any(j.attention for j in jobs)
+            total = z.size(0)
+            owner = torch.repeat_interleave(torch.arange(len(jobs)), torch.tensor(sizes))  # row -> its job
+            todo = torch.arange(total)  # rows still to compute, in order
+            done: list[torch.Tensor] = []
             stages: list[list[torch.Tensor]] = []
             att: list[list[torch.Tensor]] = []
-            for i in range(0, z.size(0), self.max_batch):
-                sl = slice(i, i + self.max_batch)
-                out = _padded(pipe.synthesize, min_rows, z[sl], sent[sl], words[sl], mask[sl],
-                              None if eps is None else eps[sl])
+            while todo.numel():
+                now = time.perf_counter()
+                alive = torch.tensor([j.live(now) for j in jobs])
+                if not bool(alive.all()):  # nobody waits for these rows any more
+                    keep = alive[owner[todo]]
+                    self.count(images_skipped=int((~keep).sum()))
+                    todo = todo[keep]
+                    if not todo.numel():
+                        break
+                idx, todo = todo[:self.max_batch], todo[self.max_batch:]
+                if idx.numel() == total:  # the usual case: every row in one pass, the tensors as they are
+                    args = (z, sent, words, mask, eps)
+                else:
+                    di = idx.to(dev)
+                    args = tuple(None if a is None else a[di] for a in (z, sent, words, mask, eps))
+                t_pass = time.perf_counter()
+                out = _padded(pipe.synthesize, min_rows, *args)
                 stages.append([_to_uint8(x) for x in (out.images if want_stages else out.images[-1:])])
                 att.append([a.float().cpu() for a in out.attention] if want_att else [])
-                self.stats["forward_passes"] += 1
+                self._recent.append((time.perf_counter() - t_pass, idx.numel()))
+                done.append(idx)
+                self.count(forward_passes=1)
+            if not done:
+                return [None] * len(jobs)
             stages_all = [torch.cat([b[s] for b in stages]) for s in range(len(stages[0]))]
             att_all = [torch.cat([b[s] for b in att]) for s in range(len(att[0]))]
             mask = mask.cpu()
-        x = stages_all[-1]
-        self.stats["batches"] += 1
-        self.stats["requests"] += len(jobs)
-        self.stats["images"] += x.size(0)
-        self.stats["max_batch_images"] = max(self.stats["max_batch_images"], x.size(0))
-        sizes = [j.images for j in jobs]
-        cut = lambda ts: [list(torch.split(t, sizes)) for t in ts]  # noqa: E731 - per tensor, per job
-        images, st, at, masks = list(torch.split(x, sizes)), cut(stages_all), cut(att_all), torch.split(mask, sizes)
-        return [Result(images[q], [s[q] for s in st] if j.stages else [],
-                       [a[q] for a in at] if j.attention else [], masks[q] if j.attention and at else None)
-                for q, j in enumerate(jobs)]
+        computed = torch.cat(done)  # increasing global row numbers
+        n = computed.numel()
+        self.count(batches=1, requests=len(jobs), images=n, images_computed=n)
+        with self._stats_lock:
+            self.stats["max_batch_images"] = max(self.stats["max_batch_images"], n)
+        pos = torch.full((total,), -1, dtype=torch.long)
+        pos[computed] = torch.arange(n)
+        out_jobs: list[Result | None] = []
+        first = 0
+        for j, size in zip(jobs, sizes):
+            rows = pos[first:first + size]
+            m = mask[first:first + size]
+            first += size
+            if bool((rows < 0).any()):  # died mid-batch: part of it was never computed
+                out_jobs.append(None)
+                continue
+            sl = slice(int(rows[0]), int(rows[0]) + size)  # a job's rows are consecutive, so are their positions
+            out_jobs.append(Result(stages_all[-1][sl], [s[sl] for s in stages_all] if j.stages else [],
+                                   [a[sl] for a in att_all] if j.attention else [],
+                                   m if j.attention and att_all else None))
+        return out_jobs

@@ -417,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the machine refused (disk full, permissions): one line; the atomic writes kept the old files
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -31,6 +31,13 @@ from t2igan.text.base import CaptionEncoder
 from t2igan.text.spec import load_encoder_dir, save_encoder_dir
 
 MAX_IMAGES_PER_CALL = 4096
+MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+
+
+def check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise T2IError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r:.40}")
+    return seed
 
 
 def build_generator(family: str, directory: Path) -> nn.Module:
@@ -134,7 +141,7 @@ class Pipeline:
         return f.words_bdt.to(dev), f.sentence.to(dev), f.mask.to(dev)
 
     def noise(self, count: int, seed: int, truncation: float | None = None) -> torch.Tensor:
-        g = torch.Generator().manual_seed(int(seed))
+        g = torch.Generator().manual_seed(check_seed(seed))
         z = torch.randn(count, self.generator.nz, generator=g)
         if truncation is not None:
             if not truncation > 0:
@@ -150,7 +157,7 @@ class Pipeline:
         dims = tuple(getattr(self.generator, "eps_dims", ()))
         if not dims:
             return z, None
-        g = torch.Generator().manual_seed(int(seed))
+        g = torch.Generator().manual_seed(check_seed(seed))
         torch.randn(count, self.generator.nz, generator=g)
         return z, torch.cat([torch.randn(count, k, generator=g) for k in dims], 1)
 

@@ -93,7 +93,8 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``module``; any missing, unexpected or mis-shaped key is an error."""
+    """Load ``state`` into ``module``; any missing, unexpected, mis-shaped or other-dtype key is an
+    error, and so are NaN or infinite weights (a diverged or damaged checkpoint)."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
@@ -103,6 +104,11 @@ def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source:
     for k, v in state.items():
         if own[k].shape != v.shape:
             raise T2IError(f"{source}: '{k}' has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
+        if own[k].dtype != v.dtype:  # load_state_dict would cast silently (e.g. float16 weights into float32)
+            raise T2IError(f"{source}: '{k}' is {str(v.dtype).removeprefix('torch.')}, the model expects "
+                           f"{str(own[k].dtype).removeprefix('torch.')} (convert the checkpoint explicitly)")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise T2IError(f"{source}: '{k}' holds NaN or infinite values (a diverged or damaged checkpoint)")
     module.load_state_dict(state, strict=True)
 
 

@@ -158,9 +158,7 @@ def open_run_folder(run, world) -> fs.RunLock | None:
     process and, if a crash left something half-done, takes the lock and repairs it (the
     returned lock is then held; :meth:`Trainer.fit` takes it otherwise). The other ranks write
     nothing: they wait for rank 0's repair, then read the same folder."""
-    run = Path(run)
-    if run.exists() and not run.is_dir():
-        raise T2IError(f"train.out_dir={run} is a file, not a folder")
+    run = Path(run)  # a file there is refused by check_run_folder, which always follows
     if not world.main:
         deadline = time.monotonic() + 300
         while run_needs_recovery(run):

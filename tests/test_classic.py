@@ -2,6 +2,8 @@
 import json
 import math
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -330,9 +332,10 @@ def test_hdgan_losses_are_least_squares():
     assert lsgan(torch.tensor([1.0, 3.0]), True).item() == pytest.approx(2.0)
     assert lsgan(torch.tensor([1.0, 3.0]), False).item() == pytest.approx(5.0)
     ones, zeros = torch.ones(4), torch.zeros(4)
-    perfect = StackGANppStep.d_loss_hdgan([ones, torch.ones(4, 16)], [zeros, torch.ones(4, 16)], [zeros, torch.zeros(4, 16)])
+    step = SimpleNamespace(adv_d=lsgan)  # the official loss of model.hdgan (gan.loss: official)
+    perfect = StackGANppStep.d_loss_hdgan(step, [ones, torch.ones(4, 16)], [zeros, torch.ones(4, 16)], [zeros, torch.zeros(4, 16)])
     assert perfect.item() == 0.0  # real pair 1, wrong pair 0, fake pair 0; real patches 1, fake patches 0
-    worst = StackGANppStep.d_loss_hdgan([zeros, torch.zeros(4, 16)], [ones, torch.zeros(4, 16)], [ones, torch.ones(4, 16)])
+    worst = StackGANppStep.d_loss_hdgan(step, [zeros, torch.zeros(4, 16)], [ones, torch.zeros(4, 16)], [ones, torch.ones(4, 16)])
     assert worst.item() == pytest.approx(1 + 1 + 1 + 1)
 
 

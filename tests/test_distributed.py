@@ -1,5 +1,8 @@
 """Distributed training: `t2igan train` under torchrun (2 CPU processes, gloo) gives the
-parameters of the same run on one process, and resumes on a different number of processes.
+parameters of the same run on one process, and resumes on a different number of processes;
+every GAN family (and STREAM) trains on 2 processes to the weights of the 1-process run on the
+same global batch (their noise, conditioning-augmentation noise, mismatched pairs, BatchNorm
+statistics, DAMSM and caption losses are those of the global batch; the gradients averaged).
 
 Tolerance: the 2-process gradients are averages of two half-batch means and the batch
 statistics are summed across processes, so they differ from the one-process figures by
@@ -15,6 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+if __name__ == "__main__":  # the worker of test_every_gan_family_two_processes_equal_one (under torchrun)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 import pytest
 import torch
 import yaml
@@ -25,11 +31,12 @@ from conftest import tiny_overrides
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def torchrun(config: Path, overrides: list[str], nproc: int = 2) -> None:
-    """`t2igan train CONFIG ...` under torchrun, as a user runs it."""
+def torchrun(config: Path, overrides: list[str], nproc: int = 2, worker: Path | None = None) -> None:
+    """`t2igan train CONFIG ...` under torchrun, as a user runs it (or, with ``worker``, the runs it
+    lists trained one after the other in the same two processes: one start-up for all)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "t2igan.cli", "train", str(config), *overrides]
+    what = [__file__, "--worker", str(worker)] if worker else ["-m", "t2igan.cli", "train", str(config), *overrides]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *what]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
@@ -112,3 +119,65 @@ def test_damsm_two_processes_equal_one(tiny_data, tmp_path):
     one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert any("running_var" in k for k in one)  # BatchNorm statistics of the global batch are compared too
     assert_same(one, two, init)
+
+
+# ----------------------------------------------------------------------------- every GAN family
+FAMILY_RUNS = ("gan_int_cls", "stackgan", "stackganpp", "attngan", "stream", "mirrorgan")
+
+
+def family_overrides(task: str, data: Path, damsm: Path, out: Path, stream: Path | None = None) -> list[str]:
+    from test_families import SMALL
+
+    o = {**SMALL[task], "data.crop": False, "text_encoder": str(damsm), "train.max_steps": 3, "train.threads": 1}
+    if task == "mirrorgan":
+        o["stream"] = str(stream)
+    return tiny_overrides(data, out, **o)
+
+
+# A bias added just before a BatchNorm has a zero gradient up to rounding (the normalisation removes
+# any constant); Adam's division by sqrt(v) turns that rounding into steps of +-lr of random sign, so
+# these tensors move by noise on either run and are compared only for being finite.
+BIAS_BEFORE_BATCHNORM = {"netD/projector.projection.0.bias", "caption_cnn/linear.bias"}
+# AttnGAN's DAMSM loss (sharp softmaxes: exp(5 * cosine), scale 10) raises the rounding of the
+# generator's gradient to ~1e-5 relative at step 0 (measured; D's: ~1e-6), which Adam amplifies in
+# small-gradient elements to ~1e-2 of the distance moved after 3 steps; a wrong negative set or
+# gradient scale moves the weights by O(1) of it.
+TOLERANCE = {"attngan": 3e-2}
+
+
+def test_every_gan_family_two_processes_equal_one(tiny_data, tiny_damsm, tmp_path):
+    """3 steps of each family on 2 processes (one torchrun) = on 1. AttnGAN's DAMSM loss is on
+    (its default, the global batch's captions as negatives), BatchNorm everywhere (global statistics)."""
+    stream = tmp_path / "stream_base"
+    train_here("stream", family_overrides("stream", tiny_data, tiny_damsm, stream))
+    runs = {t: family_overrides(t, tiny_data, tiny_damsm, tmp_path / f"{t}_two", stream) for t in FAMILY_RUNS}
+    (tmp_path / "runs.json").write_text(json.dumps(runs))
+    torchrun(tmp_path, [], worker=tmp_path / "runs.json")
+    for t in FAMILY_RUNS:
+        summary = json.loads((tmp_path / f"{t}_two" / "train_summary.json").read_text())
+        assert summary["processes"] == 2 and summary["step"] == 3, t
+        one = family_overrides(t, tiny_data, tiny_damsm, tmp_path / f"{t}_one", stream)
+        init = initial_weights(t, family_overrides(t, tiny_data, tiny_damsm, tmp_path / f"{t}_init", stream))
+        train_here(t, one)
+        w1, w2 = weights(tmp_path / f"{t}_one"), weights(tmp_path / f"{t}_two")
+        assert any("running_var" in k for k in w1), t  # BatchNorm statistics of the global batch are compared too
+        noise = BIAS_BEFORE_BATCHNORM & w1.keys()
+        assert all(torch.isfinite(w2[k]).all() for k in noise)
+        keep = lambda w: {k: v for k, v in w.items() if k not in noise}  # noqa: E731
+        assert_same(keep(w1), keep(w2), init, tol=TOLERANCE.get(t, 5e-3))
+
+
+def _worker(runs: Path) -> None:
+    from t2igan.config import load_config
+    from t2igan.train.run import build_training
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")  # one group for all the runs (the trainer leaves a group it did not make)
+    for task, overrides in json.loads(runs.read_text()).items():
+        build_training(load_config(None, overrides, task=task), resume=False).fit()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
+    _worker(Path(sys.argv[2]))

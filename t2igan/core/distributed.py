@@ -75,13 +75,15 @@ def world_from_env() -> World:
     return World(rank=int(os.environ["RANK"]), size=size, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def init_distributed(world: World, device: torch.device) -> None:
-    """Join the process group (nccl on CUDA, gloo on CPU) unless already joined."""
+def init_distributed(world: World, device: torch.device) -> bool:
+    """Join the process group (nccl on CUDA, gloo on CPU) unless already joined; True when joined here
+    (the caller then leaves it at the end; a group someone else made stays theirs)."""
     import torch.distributed as dist
 
     if not world.distributed or dist.is_initialized():
-        return
+        return False
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=world.rank, world_size=world.size)
+    return True
 
 
 def all_gather_rows(x: torch.Tensor, world: World) -> torch.Tensor:
@@ -106,3 +108,43 @@ def all_gather_rows_autograd(x: torch.Tensor, world: World) -> torch.Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.stack(all_gather(x.contiguous()), 1).reshape(-1, *x.shape[1:])
+
+
+def all_reduce_mean(tensors: list[torch.Tensor]) -> None:
+    """Average ``tensors`` (e.g. gradients) over the processes, in place, with one all-reduce of
+    their flattened concatenation (the reduction DistributedDataParallel makes)."""
+    import torch.distributed as dist
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    flat = _flatten_dense_tensors(tensors)
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for t, s in zip(tensors, _unflatten_dense_tensors(flat, tensors)):
+        t.copy_(s)
+
+
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Rank 0's parameters and buffers on every process (what DistributedDataParallel does at start)."""
+    import torch.distributed as dist
+
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, 0)
+
+
+def shard_randn(world: World, rows: int, *size: int, device=None, rand: bool = False) -> torch.Tensor:
+    """This process's rows of a ``(rows * world.size, *size)`` draw of the global batch (normal, or
+    uniform with ``rand``): the same numbers whatever the number of processes."""
+    fn = torch.rand if rand else torch.randn
+    if not world.distributed:
+        return fn(rows, *size, device=device)
+    return fn(rows * world.size, *size, device=device)[world.rank::world.size]
+
+
+def global_roll(x: torch.Tensor, world: World) -> torch.Tensor:
+    """``torch.roll(x, 1, 0)`` of the global batch, this process's rows (row i gets the global row
+    before it): no gradient through the gathered rows of the other processes."""
+    if not world.distributed:
+        return torch.roll(x, 1, 0)
+    full = all_gather_rows(x.detach(), world)
+    rows = torch.arange(x.size(0), device=x.device) * world.size + world.rank
+    return full[(rows - 1) % full.size(0)]

@@ -10,7 +10,8 @@ import torch
 from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, at_least, in_range, positive
 from t2igan.data.dataset import Batch
 from t2igan.families.base import Family
-from t2igan.families.classic import _MultiScaleStep, bce, classic_build, classic_optim, classic_train, roll
+from t2igan.families.classic import _MultiScaleStep, classic_build, classic_optim, classic_train
+from t2igan.families.gan_options import GANOptions
 from t2igan.models import attngan
 from t2igan.models.blocks import kl_loss
 
@@ -41,6 +42,7 @@ class AttnGANRunConfig:
     text_encoder: str = "runs/damsm_synth64"  # a text encoder with word features (t2igan.text.spec): a DAMSM run, minilm[:DIR], clip:ARCH:CKPT, char-cnn-rnn:DIR, precomputed:DATA_ROOT; the DAMSM loss needs a DAMSM run
     optim: OptimConfig = field(default_factory=classic_optim)
     train: TrainConfig = field(default_factory=lambda: classic_train("attngan_synth64", 0.999))  # official avg_param_G
+    gan: GANOptions = field(default_factory=GANOptions)  # shared GAN options (official: BCE, 1 D + 1 G update)
 
 
 class AttnGANStep(_MultiScaleStep):
@@ -56,40 +58,61 @@ class AttnGANStep(_MultiScaleStep):
         self.check_scales()
         self.netsD = [self.gen_module.D_NET(m.base_size * 2 ** k, m.df_dim, self.nef) for k in range(m.branch_num)]
         self.modules = {"netG": self.netG, **{f"netD{k}": d for k, d in enumerate(self.netsD)}}
+        self.setup_gan(cfg, self.official_loss, {f"netD{k}": d for k, d in enumerate(self.netsD)}, steps_per_epoch)
         o = cfg.optim
         self.optimizers = {"G": self.adam(self.netG.parameters(), o.lr_g), **self.d_optimizers(o)}
 
     def extra_g_loss(self, out, batch, words, sent, mask) -> dict[str, torch.Tensor]:
         return self.damsm_loss(out.images[-1], words, sent, mask)
 
+    @staticmethod
+    def critic(D):
+        """Every head of ``D`` on (images, sentence): the input of a gradient penalty."""
+        def f(x, sent):
+            h = D(x)
+            return (D.COND_DNET(h, sent),) + ((D.UNCOND_DNET(h),) if D.UNCOND_DNET is not None else ())
+        return f
+
     def step(self, batch: Batch, step: int):
         words, sent, mask = self.encode(batch)
-        out = self.netG.run(self.noise(sent.size(0), sent.device), sent, words, mask)
-        d_total = 0.0
-        for k, D in enumerate(self.netsD):  # official discriminator_loss
-            real_f, fake_f = D(batch.images[k]), D(out.images[k].detach())
-            c_real = bce(D.COND_DNET(real_f, sent), True)
-            c_fake = bce(D.COND_DNET(fake_f, sent), False)
-            c_wrong = bce(D.COND_DNET(real_f, roll(sent)), False)
-            if D.UNCOND_DNET is not None:
-                d_loss = (bce(D.UNCOND_DNET(real_f), True) + c_real) / 2.0 + \
-                         (bce(D.UNCOND_DNET(fake_f), False) + c_fake + c_wrong) / 3.0
-            else:
-                d_loss = c_real + (c_fake + c_wrong) / 2.0
-            self.optimize(f"D{k}", d_loss)
-            d_total = d_total + d_loss.detach()
+        B = sent.size(0)
+        out = self.netG.run(self.noise(B, sent.device), sent, words, mask, eps=self.ca_eps(B, sent.device))
+        logs, adv = {}, self.adv_d
+        if self.updates("D", step):
+            d_total, pen = 0.0, 0.0
+            for k, D in enumerate(self.netsD):  # official discriminator_loss
+                real_f, fake_f = D(batch.images[k]), D(out.images[k].detach())
+                out_real, out_fake = D.COND_DNET(real_f, sent), D.COND_DNET(fake_f, sent)
+                c_real, c_fake = adv(out_real, True), adv(out_fake, False)
+                c_wrong = adv(D.COND_DNET(real_f, self.roll(sent)), False)
+                if D.UNCOND_DNET is not None:
+                    d_loss = (adv(D.UNCOND_DNET(real_f), True) + c_real) / 2.0 + \
+                             (adv(D.UNCOND_DNET(fake_f), False) + c_fake + c_wrong) / 3.0
+                else:
+                    d_loss = c_real + (c_fake + c_wrong) / 2.0
+                gp = self.penalty(self.critic(D), batch.images[k], out.images[k], sent)
+                if gp is not None:
+                    d_loss = d_loss + gp
+                    pen = pen + gp.detach()
+                self.optimize(f"D{k}", d_loss)
+                d_total = d_total + d_loss.detach()
+            self.watch(out_real, out_fake)  # the largest scale's conditional logits
+            logs["d_loss"] = d_total
+            if self.loss_kind in ("wgan-gp", "r1", "ma-gp"):
+                logs["d_penalty"] = pen
+        if not self.updates("G", step):
+            return logs
         g_loss = 0.0
         for k, D in enumerate(self.netsD):  # official generator_loss
             f = D(out.images[k])
-            g_loss = g_loss + bce(D.COND_DNET(f, sent), True)
+            g_loss = g_loss + self.adv_g(D.COND_DNET(f, sent))
             if D.UNCOND_DNET is not None:
-                g_loss = g_loss + bce(D.UNCOND_DNET(f), True)
+                g_loss = g_loss + self.adv_g(D.UNCOND_DNET(f))
         extra = self.extra_g_loss(out, batch, words, sent, mask)
         kl = kl_loss(out.mu, out.logvar)
         g_loss = g_loss + sum(extra.values()) + self.cfg.model.kl_coeff * kl
         self.optimize("G", g_loss)
-        return {"d_loss": d_total, "g_loss": g_loss.detach(), "kl": kl.detach(),
-                **{k: v.detach() for k, v in extra.items()}}
+        return {**logs, "g_loss": g_loss.detach(), "kl": kl.detach(), **{k: v.detach() for k, v in extra.items()}}
 
 
 build = classic_build(AttnGANStep)

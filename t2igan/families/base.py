@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from t2igan import T2IError
-from t2igan.core.distributed import Precision, World
+from t2igan.core.distributed import Precision, World, all_reduce_mean
+from t2igan.families import gan_options as go
 from t2igan.text.base import CaptionEncoder
 from t2igan.text.conditioning import Conditioning, vocabulary_for
 
@@ -92,15 +93,29 @@ class StepBase:
     """Defaults of the contract: no EMA, no compile, no frozen parts, fp32, one process, no samples.
 
     ``self.frozen`` lists frozen modules to move with the step; :meth:`backward` and
-    :meth:`optimize` honour ``train.precision`` (the backward runs outside autocast)."""
+    :meth:`optimize` honour ``train.precision`` (the backward runs outside autocast).
+
+    A GAN step calls :meth:`setup_gan` with its ``gan`` section (:mod:`t2igan.families.gan_options`)
+    before it makes its optimisers; :meth:`optimize` then applies that section to the updates of
+    optimiser ``G`` and ``D*`` (schedules, gradient and weight clipping, the gradient norms the
+    stability monitor logs), and :meth:`updates` says whether D / G update at a step.
+    ``manual_sync``: under torchrun :meth:`optimize` averages the gradients over the processes
+    itself (the DistributedDataParallel reduction, without wrappers: the classic families call
+    their networks through several methods, which a DDP wrapper's ``forward`` would not see)."""
 
     ema_of: str | None = None
     switches: frozenset[str] = frozenset({"channels_last", "precision"})
     compilable: tuple[str, ...] = ()
+    manual_sync = False
+    gan: go.GANOptions | None = None  # the run's gan section (GAN steps)
+    loss_kind = ""  # the gan.loss in effect ("official" resolved to the family's)
+    step_now = 0  # the step being made (set by train_step; the schedules read it)
 
     def __init__(self):
         self.world, self.precision = World(), Precision()
         self.frozen: list[nn.Module] = []
+        self._grad_sq: dict[str, list[torch.Tensor]] = {}
+        self._watch: dict[str, torch.Tensor] = {}
 
     def to_device(self, device) -> None:
         for m in self.frozen:
@@ -116,16 +131,97 @@ class StepBase:
         with torch.autocast(self.precision.device_type, enabled=False) if self.precision.dtype else contextlib.nullcontext():
             self.precision.scale(loss).backward(**kw)
 
+    # ------------------------------------------------------------------ the gan section
+    def setup_gan(self, cfg, official: str, discriminators: dict[str, nn.Module], steps_per_epoch: int = 1) -> None:
+        """Read ``cfg.gan`` (checked, one line per bad value); ``official``: the family's own loss;
+        ``discriminators``: its D modules (``gan.d_norm`` is applied to them here, before the
+        optimisers are made)."""
+        self.gan = cfg.gan
+        self.loss_kind = go.check_options(cfg.gan, official)
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.max_steps = cfg.train.max_steps
+        go.prepare_discriminators(cfg.gan, self.loss_kind, discriminators)
+
+    def updates(self, role: str, step: int) -> bool:
+        """Whether ``role`` (``D`` or ``G``) updates at ``step`` (``gan.d_every`` / ``gan.g_every``)."""
+        if self.gan is None:
+            return True
+        return step % (self.gan.d_every if role == "D" else self.gan.g_every) == 0
+
+    def lr_factor_family(self, step: int) -> float:
+        """A family's own learning-rate factor (StackGAN's halving), times the gan schedule."""
+        return 1.0
+
+    def base_lr(self, name: str) -> float:
+        return self.cfg.optim.lr_g if name == "G" else self.cfg.optim.lr_d
+
+    def set_schedule(self, name: str, opt) -> None:
+        g = self.gan
+        sched, warm = (g.lr_schedule_g, g.warmup_g) if name == "G" else (g.lr_schedule_d, g.warmup_d)
+        if sched == "constant" and warm == 0:
+            return  # the family's own learning rate (constant, or StackGAN's halving) stays
+        step = self.step_now
+        f = go.lr_factor(sched, step, steps_per_epoch=self.steps_per_epoch, step_epochs=g.lr_step_epochs,
+                         decay_steps=g.lr_decay_steps or self.max_steps, end=g.lr_end, warmup=warm)
+        lr = self.base_lr(name) * self.lr_factor_family(step) * f
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+    def watch(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+        """D's raw outputs on real and on fake images of this step (the monitor's D(real)/D(fake) gap)."""
+        self._watch = {"d_out_real": real.detach().float().mean(), "d_out_fake": fake.detach().float().mean()}
+
+    def monitor_logs(self) -> dict[str, torch.Tensor]:
+        """Gradient norms of G and D (all D optimisers together) and D's outputs, then reset."""
+        out = {f"grad_norm_{k}": torch.stack(v).sum().sqrt() for k, v in self._grad_sq.items()}
+        out.update(self._watch)
+        self._grad_sq, self._watch = {}, {}
+        return out
+
+    def sync_grads(self, params: list) -> None:
+        """Average the gradients over the processes (``manual_sync`` steps under torchrun)."""
+        if self.manual_sync and self.world.distributed:
+            grads = [p.grad for p in params if p.grad is not None]
+            if grads:
+                all_reduce_mean(grads)
+
     def optimize(self, name: str, loss: torch.Tensor, clip: tuple[list, float] | None = None) -> None:
-        """zero_grad, (scaled) backward, optional gradient-norm clip of ``clip[0]`` to ``clip[1]``, step."""
+        """zero_grad, (scaled) backward, gradient average over processes (``manual_sync``), optional
+        gradient-norm clip of ``clip[0]`` to ``clip[1]``, step. In a GAN step also: ``gan.grad_clip_*``,
+        the learning-rate schedule, ``gan.d_clip`` after a D step and the gradient norm for the monitor."""
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
         self.backward(loss)
+        self.apply_update(name, clip)
+
+    def apply_update(self, name: str, clip: tuple[list, float] | None = None) -> None:
+        """The part of :meth:`optimize` after the backward (for a step that makes its own backward)."""
+        opt = self.optimizers[name]
+        params = [p for group in opt.param_groups for p in group["params"]]
+        self.sync_grads(params)
+        g = self.gan
+        role = "G" if name == "G" else "D" if name.startswith("D") else ""
+        if g is not None and role:
+            limit = g.grad_clip_g if role == "G" else g.grad_clip_d
+            if clip is None and limit > 0:
+                clip = (params, limit)
+        unscaled = False
         if clip is not None and clip[1] > 0:
             if self.precision.scaler is not None:
                 self.precision.scaler.unscale_(opt)
-            nn.utils.clip_grad_norm_(clip[0], clip[1])
+                unscaled = True
+            norm = nn.utils.clip_grad_norm_(clip[0], clip[1])
+        elif g is not None and role:
+            if self.precision.scaler is not None and not unscaled:
+                self.precision.scaler.unscale_(opt)
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+        if g is not None and role:
+            self._grad_sq.setdefault(role, []).append(norm.detach().float().pow(2))
+            self.set_schedule(name, opt)
         self.precision.step(opt)
+        if g is not None and role == "D" and g.d_clip > 0:
+            go.clip_weights(params, g.d_clip)
 
     def sample(self, captions, seed, n, ema):
         return None

@@ -20,7 +20,9 @@ from torch import nn
 from t2igan import T2IError
 from t2igan.core import weights as ckpt
 from t2igan.core.config import OptimConfig, TrainConfig
+from t2igan.core.distributed import all_gather_rows, all_gather_rows_autograd, global_roll, shard_randn
 from t2igan.core.folder import write_model_index
+from t2igan.families import gan_options as go
 from t2igan.families.base import StepBase, adam, generator_kind, needs_damsm_text, text_side
 from t2igan.text import damsm
 from t2igan.text.conditioning import Conditioning
@@ -55,11 +57,17 @@ class ClassicStep(StepBase):
     """Shared parts: frozen text side, seeded samples, export of the pipeline, the optimiser step.
 
     Subclasses implement :meth:`step` (one D and G update); :meth:`train_step` runs it under the
-    run's precision (``train.precision``: autocast for the forward passes, the backward outside it)."""
+    run's precision (``train.precision``: autocast for the forward passes, the backward outside it).
+    Their losses go through :meth:`adv_d` / :meth:`adv_g` / :meth:`penalty` (``gan.loss``), their
+    noise, conditioning-augmentation noise and mismatched pairs through :meth:`noise`, :meth:`ca_eps`
+    and :meth:`roll`, which under torchrun are those of the global batch (``manual_sync``: the
+    gradients are averaged by :meth:`optimize`; BatchNorm statistics are the global batch's)."""
 
     ema_of = "netG"
     family = ""
-    switches = frozenset({"precision", "channels_last", "adam"})
+    switches = frozenset({"precision", "channels_last", "adam", "ddp"})
+    manual_sync = True
+    official_loss = "bce"
     words = False  # the generator attends over word features (of width self.word_dim)
 
     def __init__(self, cfg, text: Conditioning, vocab, steps_per_epoch: int = 1, image_encoder=None):
@@ -90,6 +98,11 @@ class ClassicStep(StepBase):
         self.image_encoder.eval()
         regions, code = self.image_encoder(image)
         regions, code = regions.float(), code.float()
+        W = self.world
+        if W.distributed:  # the global batch's captions are the negatives, as on one process
+            regions, code = all_gather_rows_autograd(regions, W), all_gather_rows_autograd(code, W)
+            words, sent = all_gather_rows(words.contiguous(), W), all_gather_rows(sent.contiguous(), W)
+            mask = all_gather_rows(mask.to(torch.uint8), W).bool()
         w0, w1 = damsm.words_loss(regions, words, mask, m.gamma1, m.gamma2, m.gamma3)
         s0, s1 = damsm.sentence_loss(code, sent, m.gamma3)
         return {"w_loss": (w0 + w1) * m.damsm_lambda, "s_loss": (s0 + s1) * m.damsm_lambda}
@@ -98,13 +111,59 @@ class ClassicStep(StepBase):
         return self.text.batch(batch, wrong)  # words (B, nef, T), sent (B, nef), mask (B, T)
 
     def noise(self, B: int, device) -> torch.Tensor:
-        return torch.randn(B, self.netG.nz, device=device)
+        """(B, nz): this process's rows of the global batch's noise."""
+        return shard_randn(self.world, B, self.netG.nz, device=device)
+
+    def ca_eps(self, B: int, device) -> torch.Tensor | None:
+        """Conditioning-augmentation noise (B, sum of eps_dims) of the global batch under torchrun;
+        None on one process (the generator draws it, the same numbers)."""
+        dims = tuple(getattr(self.netG, "eps_dims", ()))
+        if not self.world.distributed or not dims:
+            return None
+        return torch.cat([shard_randn(self.world, B, k, device=device) for k in dims], 1)
+
+    def roll(self, x: torch.Tensor) -> torch.Tensor:
+        """Mismatched conditions: row i gets the global batch's previous row (:func:`roll` on one process)."""
+        return global_roll(x, self.world)
+
+    def adv_d(self, logits: torch.Tensor, real: bool) -> torch.Tensor:
+        """D's adversarial term of ``gan.loss`` (official: the family's BCE, HDGAN's least squares)."""
+        kind = go.BASE_LOSS[self.loss_kind]
+        if kind == "bce":
+            return bce(logits, real)
+        if kind == "lsgan":
+            return lsgan(logits, real)
+        return go.adversarial(kind, logits, "real" if real else "fake")
+
+    def adv_g(self, logits: torch.Tensor) -> torch.Tensor:
+        """G's adversarial term of ``gan.loss``."""
+        kind = go.BASE_LOSS[self.loss_kind]
+        if kind == "bce":
+            return bce(logits, True)
+        if kind == "lsgan":
+            return lsgan(logits, True)
+        return go.adversarial(kind, logits, "g")
+
+    def penalty(self, critic, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor) -> torch.Tensor | None:
+        """The gradient penalty of ``gan.loss`` on a discriminator (None without one);
+        ``critic(images, cond)``: its outputs (a tensor or the tuple of its heads)."""
+        kind = go.PENALTY.get(self.loss_kind)
+        if kind is None:
+            return None
+        g, f = self.gan, (lambda x, c=cond: go.per_image(critic(x, c)))
+        if kind == "gp":
+            eps = shard_randn(self.world, real.size(0), 1, 1, 1, device=real.device, rand=True)
+            return go.wgan_gp(f, real, fake, g.gp_lambda, eps)
+        if kind == "r1":
+            return go.r1_penalty(f, real, g.gp_lambda)
+        return go.ma_gp(f, real, cond, self.cfg.optim.gp_weight, self.cfg.optim.gp_power)
 
     def train_step(self, batch, step: int) -> dict[str, torch.Tensor]:
+        self.step_now = step
         with self.autocast():
             logs = self.step(batch, step)
         self.precision.update()
-        return logs
+        return {**logs, **self.monitor_logs()}
 
     def step(self, batch, step: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError

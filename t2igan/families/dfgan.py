@@ -13,11 +13,13 @@ import torch
 from t2igan import T2IError
 from t2igan.core import weights as ckpt
 from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, at_least, in_range, positive
-from t2igan.core.distributed import all_gather_rows
+from t2igan.core.distributed import all_gather_rows, all_gather_rows_autograd, shard_randn
 from t2igan.core.folder import write_model_index
 from t2igan.data.dataset import Batch
 from t2igan.data.text import Vocabulary
+from t2igan.families import gan_options as go
 from t2igan.families.base import SWITCHES, Family, StepBase, adam, generator_kind, text_side
+from t2igan.families.gan_options import GANOptions
 from t2igan.models import dfgan
 from t2igan.text import damsm
 from t2igan.text.conditioning import Conditioning
@@ -59,6 +61,7 @@ class DFGANRunConfig:
     loss: DFGANLossConfig = field(default_factory=DFGANLossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/dfgan_synth64"))
+    gan: GANOptions = field(default_factory=GANOptions)  # shared GAN options (official: hinge + MA-GP, 1 D + 1 G update)
 
 
 class DFGANStep(StepBase):
@@ -109,6 +112,7 @@ class DFGANStep(StepBase):
             self.image_encoder = load_image_encoder(parse_spec(cfg.text_encoder)[1]).requires_grad_(False)
         self.frozen = [self.text_encoder] + ([self.image_encoder] if self.image_encoder is not None else [])
         self.G, self.D, self.C = self.netG, self.netD, self.netC
+        self.setup_gan(cfg, "ma-gp", {"netD": self.netD, "netC": self.netC})
         o = cfg.optim
         self.g_params = list(self.netG.parameters())
         self.d_params = list(self.netD.parameters()) + list(self.netC.parameters())
@@ -129,7 +133,21 @@ class DFGANStep(StepBase):
         """Forward callables of the D step: the trainer's DDP / torch.compile wrappers of the modules."""
         self.G, self.D, self.C = fn("netG", self.netG), fn("netD", self.netD), fn("netC", self.netC)
 
+    def d_penalty(self, pred_real, imgs, fake, sent) -> torch.Tensor | None:
+        """The gradient penalty of ``gan.loss`` (official: MA-GP on real, matching pairs)."""
+        o, kind = self.cfg.optim, go.PENALTY.get(self.loss_kind)
+        if kind == "ma-gp":
+            return dfgan.matching_aware_gp(pred_real, imgs, sent, o.gp_weight, o.gp_power, inv_scale=self.precision.inv_scale())
+        critic = lambda x: self.C(self.D(x), sent.detach()).float().reshape(-1)  # noqa: E731
+        if kind == "gp":
+            eps = shard_randn(self.world, imgs.size(0), 1, 1, 1, device=imgs.device, rand=True)
+            return go.wgan_gp(critic, imgs, fake, self.gan.gp_lambda, eps)
+        if kind == "r1":
+            return go.r1_penalty(critic, imgs, self.gan.gp_lambda)
+        return None
+
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        self.step_now = step
         o, W, P = self.cfg.optim, self.world, self.precision
         imgs = batch.images[-1]
         words, sent, mask = self.text.batch(batch)  # frozen, in eval mode, no gradient
@@ -144,48 +162,71 @@ class DFGANStep(StepBase):
         # the global batch's noise on every process, each taking its rows: the same numbers
         # whatever the number of processes
         noise = torch.randn(B * W.size, self.cfg.model.nz, device=imgs.device)[W.rank::W.size]
+        kind, logs = go.BASE_LOSS[self.loss_kind], {}
         # --- discriminator
-        with P.autocast():
-            real_f = self.D(imgs)
-            pred_real = self.C(real_f, sent)
-            pred_mis = self.C(real_f, prev_sent)
-            fake = self.G(noise, sent.detach())
-            pred_fake = self.C(self.D(fake.detach()), sent)
-        if W.size == 1:
-            pred_mis = pred_mis.roll(-1, 0)  # the official order: row i pairs image i+1, caption i
-        d_real = dfgan.hinge_d(pred_real.float(), True)
-        d_mis = dfgan.hinge_d(pred_mis.float(), False)
-        d_fake = dfgan.hinge_d(pred_fake.float(), False)
-        gp = dfgan.matching_aware_gp(pred_real, imgs, sent, o.gp_weight, o.gp_power, inv_scale=P.inv_scale())
-        d_loss = d_real + (d_fake + d_mis) / 2.0 + gp
-        self.optimizers["D"].zero_grad(set_to_none=True)
-        # gradients of the D/C parameters only: no gradient into the real images and the
-        # sentence (leaves here only for the MA-GP), whose input convolution backward is wasted work
-        P.scale(d_loss).backward(inputs=self.d_params)
-        P.step(self.optimizers["D"])
+        if not self.updates("D", step):
+            with P.autocast():
+                fake = self.G(noise, sent.detach())
+        else:
+            with P.autocast():
+                real_f = self.D(imgs)
+                pred_real = self.C(real_f, sent)
+                pred_mis = self.C(real_f, prev_sent)
+                fake = self.G(noise, sent.detach())
+                pred_fake = self.C(self.D(fake.detach()), sent)
+            if W.size == 1:
+                pred_mis = pred_mis.roll(-1, 0)  # the official order: row i pairs image i+1, caption i
+            self.watch(pred_real, pred_fake)
+            if kind == "hinge":
+                d_real = dfgan.hinge_d(pred_real.float(), True)
+                d_mis = dfgan.hinge_d(pred_mis.float(), False)
+                d_fake = dfgan.hinge_d(pred_fake.float(), False)
+            else:
+                d_real, d_mis, d_fake = (go.adversarial(kind, x, r) for x, r in
+                                         ((pred_real, "real"), (pred_mis, "fake"), (pred_fake, "fake")))
+            gp = self.d_penalty(pred_real, imgs, fake, sent)
+            d_loss = d_real + (d_fake + d_mis) / 2.0
+            if gp is not None:
+                d_loss = d_loss + gp
+            self.optimizers["D"].zero_grad(set_to_none=True)
+            # gradients of the D/C parameters only: no gradient into the real images and the
+            # sentence (leaves here only for the MA-GP), whose input convolution backward is wasted work
+            P.scale(d_loss).backward(inputs=self.d_params)
+            self.apply_update("D")
+            logs = {"d_loss": d_loss.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach(),
+                    "d_mis": d_mis.detach(), **({"ma_gp" if self.loss_kind == "ma-gp" else "d_penalty": gp.detach()}
+                                                 if gp is not None else {})}
+        if not self.updates("G", step):
+            P.update()
+            return {**logs, **self.monitor_logs()}
         # --- generator (through the bare D/C: their gradients are not wanted, nor synchronised)
         with P.autocast():
             g_out = self.netC(self.netD(fake), sent.detach())
-        g_adv = -g_out.float().mean()
+        g_adv = -g_out.float().mean() if kind in ("hinge", "wgan") else go.adversarial(kind, g_out, "g")
         g_loss, out = g_adv, {}
         if self.image_encoder is not None:
             self.image_encoder.eval()  # frozen BatchNorm statistics
             with P.autocast():
                 regions, code = self.image_encoder(fake)
             L = self.cfg.loss
+            regions, code, s_all = regions.float(), code.float(), sent.detach()
+            if W.distributed:  # the global batch's other captions are the negatives, as on one process
+                regions, code = all_gather_rows_autograd(regions, W), all_gather_rows_autograd(code, W)
+                s_all = sent_all
+                if L.damsm_words:
+                    words = all_gather_rows(words.contiguous(), W)
+                    mask = all_gather_rows(mask.to(torch.uint8), W).bool()
             if L.damsm_words:
-                w0, w1 = damsm.words_loss(regions.float(), words, mask, L.gamma1, L.gamma2, L.gamma3)
-            s0, s1 = damsm.sentence_loss(code.float(), sent.detach(), L.gamma3)
-            # per process: the batch's other captions are the negatives
+                w0, w1 = damsm.words_loss(regions, words, mask, L.gamma1, L.gamma2, L.gamma3)
+            s0, s1 = damsm.sentence_loss(code, s_all, L.gamma3)
             damsm_loss = w0 + w1 + s0 + s1 if L.damsm_words else s0 + s1
             g_loss = g_adv + self.damsm_weight(step) * damsm_loss
             out["g_damsm"] = damsm_loss.detach()
         self.optimizers["G"].zero_grad(set_to_none=True)
         P.scale(g_loss).backward(inputs=self.g_params)  # D/C weight gradients here would be thrown away
-        P.step(self.optimizers["G"])
+        self.apply_update("G")
         P.update()
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "g_adv": g_adv.detach(), "d_real": d_real.detach(),
-                "d_fake": d_fake.detach(), "d_mis": d_mis.detach(), "ma_gp": gp.detach(), **out}
+        return {**logs, "g_loss": g_loss.detach(), "g_adv": g_adv.detach(), **out, **self.monitor_logs()}
 
     @torch.no_grad()
     def sample(self, captions, seed, n, ema):

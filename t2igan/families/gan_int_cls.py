@@ -10,7 +10,8 @@ import torch
 from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, in_range, positive
 from t2igan.data.dataset import Batch
 from t2igan.families.base import Family
-from t2igan.families.classic import ClassicStep, bce, classic_build, classic_optim, classic_train, roll
+from t2igan.families.classic import ClassicStep, classic_build, classic_optim, classic_train
+from t2igan.families.gan_options import GANOptions
 from t2igan.models import gan_int_cls
 
 
@@ -34,6 +35,7 @@ class GANINTCLSRunConfig:
     text_encoder: str = "runs/damsm_synth64"  # any text encoder spec (t2igan.text.spec): a DAMSM run, minilm[:DIR], clip:ARCH:CKPT, char-cnn-rnn:DIR, precomputed:DATA_ROOT
     optim: OptimConfig = field(default_factory=classic_optim)
     train: TrainConfig = field(default_factory=lambda: classic_train("gan_int_cls_synth64"))
+    gan: GANOptions = field(default_factory=GANOptions)  # shared GAN options (official: BCE, 1 D + 1 G update)
 
 
 class GANINTCLSStep(ClassicStep):
@@ -45,6 +47,7 @@ class GANINTCLSStep(ClassicStep):
         self.netG = gan_int_cls.NetG(t_dim=self.nef, nt=m.nt, nz=m.nz, ngf=m.ngf, imsize=size)
         self.netD = gan_int_cls.NetD(t_dim=self.nef, nt=m.nt, ndf=m.ndf, imsize=size)
         self.modules = {"netG": self.netG, "netD": self.netD}
+        self.setup_gan(cfg, self.official_loss, {"netD": self.netD}, steps_per_epoch)
         o = cfg.optim
         self.optimizers = {"G": self.adam(self.netG.parameters(), o.lr_g), "D": self.adam(self.netD.parameters(), o.lr_d)}
 
@@ -55,27 +58,38 @@ class GANINTCLSStep(ClassicStep):
         _, wrong, _ = self.encode(batch, wrong=True)
         B = real.size(0)
         fake = self.netG(self.noise(B, real.device), sent)
-        # D: (real, right) -> 1; (real, wrong) -> 0 [CLS]; (fake, right) -> 0
-        feat = self.netD.features(real)
-        d_real = bce(self.netD.logits(feat, sent), True)
-        d_fake = bce(self.netD(fake.detach(), sent), False)
-        if m.cls:
-            d_wrong = bce(self.netD.logits(feat, wrong), False)
-            d_loss = d_real + 0.5 * (d_wrong + d_fake)
-        else:
-            d_wrong = torch.zeros((), device=real.device)
-            d_loss = d_real + d_fake
-        self.optimize("D", d_loss)
-        # G: fool D with the right caption, and [INT] with interpolated captions
-        g_fake = bce(self.netD(fake, sent), True)
-        g_int = torch.zeros((), device=real.device)
-        if m.int_beta > 0:
-            t_int = m.int_beta * sent + (1 - m.int_beta) * roll(sent)
-            g_int = bce(self.netD(self.netG(self.noise(B, real.device), t_int), t_int), True)
-        g_loss = g_fake + g_int
-        self.optimize("G", g_loss)
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "d_real": d_real.detach(),
-                "d_wrong": d_wrong.detach(), "d_fake": d_fake.detach(), "g_int": g_int.detach()}
+        logs = {}
+        if self.updates("D", step):
+            # D: (real, right) -> 1; (real, wrong) -> 0 [CLS]; (fake, right) -> 0
+            feat = self.netD.features(real)
+            out_real, out_fake = self.netD.logits(feat, sent), self.netD(fake.detach(), sent)
+            self.watch(out_real, out_fake)
+            d_real = self.adv_d(out_real, True)
+            d_fake = self.adv_d(out_fake, False)
+            if m.cls:
+                d_wrong = self.adv_d(self.netD.logits(feat, wrong), False)
+                d_loss = d_real + 0.5 * (d_wrong + d_fake)
+            else:
+                d_wrong = torch.zeros((), device=real.device)
+                d_loss = d_real + d_fake
+            gp = self.penalty(self.netD, real, fake, sent)
+            if gp is not None:
+                d_loss = d_loss + gp
+                logs["d_penalty"] = gp.detach()
+            self.optimize("D", d_loss)
+            logs.update({"d_loss": d_loss.detach(), "d_real": d_real.detach(), "d_wrong": d_wrong.detach(),
+                         "d_fake": d_fake.detach()})
+        if self.updates("G", step):
+            # G: fool D with the right caption, and [INT] with interpolated captions
+            g_fake = self.adv_g(self.netD(fake, sent))
+            g_int = torch.zeros((), device=real.device)
+            if m.int_beta > 0:
+                t_int = m.int_beta * sent + (1 - m.int_beta) * self.roll(sent)
+                g_int = self.adv_g(self.netD(self.netG(self.noise(B, real.device), t_int), t_int))
+            g_loss = g_fake + g_int
+            self.optimize("G", g_loss)
+            logs.update({"g_loss": g_loss.detach(), "g_int": g_int.detach()})
+        return logs
 
 
 build = classic_build(GANINTCLSStep)

@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
 from t2igan import T2IError
 from t2igan.core import weights as ckpt
 from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, at_least, positive
@@ -16,6 +19,7 @@ from t2igan.data.text import Vocabulary
 from t2igan.families.attngan import AttnGANConfig, AttnGANStep
 from t2igan.families.base import Family, StepBase, adam
 from t2igan.families.classic import classic_optim, classic_text, classic_train, model_error
+from t2igan.families.gan_options import GANOptions
 from t2igan.models import mirrorgan
 from t2igan.text.conditioning import vocabulary_for
 from t2igan.text.spec import load_caption_encoder
@@ -50,6 +54,7 @@ class MirrorGANRunConfig:
     stream: str = "runs/stream_synth64"  # trained STREAM captioner run (task stream); frozen
     optim: OptimConfig = field(default_factory=classic_optim)
     train: TrainConfig = field(default_factory=lambda: classic_train("mirrorgan_synth64", 0.999))
+    gan: GANOptions = field(default_factory=GANOptions)  # shared GAN options (official: BCE, 1 D + 1 G update)
 
 
 @dataclass
@@ -77,8 +82,25 @@ class MirrorGANStep(AttnGANStep):
         logs = super().extra_g_loss(out, batch, words, sent, mask)
         self.caption_cnn.eval()
         self.caption_rnn.train()  # cuDNN RNN backward needs train mode; no dropout with 1 layer, weights frozen
-        cap = mirrorgan.caption_loss(self.caption_cnn, self.caption_rnn, out.images[-1], batch.tokens, batch.lengths)
+        if self.world.distributed:
+            cap = caption_loss_global(self.caption_cnn, self.caption_rnn, out.images[-1], batch.tokens, batch.lengths)
+        else:
+            cap = mirrorgan.caption_loss(self.caption_cnn, self.caption_rnn, out.images[-1], batch.tokens, batch.lengths)
         return {**logs, "cap_loss": cap * self.cfg.model.caption_lambda}
+
+
+def caption_loss_global(cnn, rnn, images, tokens, lengths) -> torch.Tensor:
+    """:func:`mirrorgan.caption_loss` under torchrun: this process's token cross-entropies summed and
+    divided by the global batch's token count over the processes, so that the average over the
+    processes (the gradient all-reduce) is the global batch's per-token mean."""
+    import torch.distributed as dist
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    logits, _ = rnn(cnn(images), tokens, lengths)
+    target = pack_padded_sequence(tokens, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False).data
+    n = torch.tensor([float(target.numel())], device=logits.device)
+    dist.all_reduce(n)
+    return F.cross_entropy(logits, target, reduction="sum") * (dist.get_world_size() / n[0])
 
 
 
@@ -87,7 +109,8 @@ class MirrorGANStep(AttnGANStep):
 class STREAMStep(StepBase):
     """Train MirrorGAN's STREAM captioner on real images (teacher-forced cross-entropy)."""
 
-    switches = frozenset({"precision", "channels_last", "adam"})
+    switches = frozenset({"precision", "channels_last", "adam", "ddp"})
+    manual_sync = True  # the gradient average of optimize(); BatchNorm1d of the CNN: the global batch's
 
     def __init__(self, cfg, vocab):
         super().__init__()
@@ -104,8 +127,8 @@ class STREAMStep(StepBase):
 
     def train_step(self, batch: Batch, step: int):
         with self.autocast():
-            loss = mirrorgan.caption_loss(self.caption_cnn, self.caption_rnn, batch.images[-1], batch.tokens,
-                                          batch.lengths).float()
+            loss_fn = caption_loss_global if self.world.distributed else mirrorgan.caption_loss
+            loss = loss_fn(self.caption_cnn, self.caption_rnn, batch.images[-1], batch.tokens, batch.lengths).float()
         self.optimize("adam", loss)
         self.precision.update()
         return {"cap_loss": loss.detach()}

@@ -13,7 +13,8 @@ from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, at_least, i
 from t2igan.core.folder import resolve_dir
 from t2igan.data.dataset import Batch
 from t2igan.families.base import Family, generator_kind
-from t2igan.families.classic import ClassicStep, bce, classic_build, classic_optim, classic_train, roll
+from t2igan.families.classic import ClassicStep, classic_build, classic_optim, classic_train
+from t2igan.families.gan_options import GANOptions
 from t2igan.models import stackgan
 from t2igan.models.blocks import kl_loss
 
@@ -31,7 +32,7 @@ class StackGANConfig:
     nz: int = positive(100)  # Z_DIM
     r_num: int = at_least(4, 0)  # GAN.R_NUM residual blocks in stage II
     kl_coeff: float = at_least(2.0, 0)  # TRAIN.COEFF.KL
-    lr_decay_epoch: int = at_least(600, 0)  # halve both learning rates every this many epochs (config.py default; paper: 100)
+    lr_decay_epoch: int = at_least(600, 0)  # halve both learning rates every this many epochs (config.py default; paper: 100); 0 = off (gan.lr_schedule_* multiply it)
     damsm_lambda: float = at_least(0.0, 0)  # not in StackGAN: AttnGAN's DAMSM word+sentence loss on the generated image; 0 = off
     gamma1: float = positive(4.0)  # DAMSM loss (AttnGAN TRAIN.SMOOTH.GAMMA1..3), used when damsm_lambda > 0
     gamma2: float = positive(5.0)
@@ -46,6 +47,7 @@ class StackGANRunConfig:
     text_encoder: str = "runs/damsm_synth64"  # any text encoder spec (t2igan.text.spec): a DAMSM run, minilm[:DIR], clip:ARCH:CKPT, char-cnn-rnn:DIR, precomputed:DATA_ROOT
     optim: OptimConfig = field(default_factory=classic_optim)
     train: TrainConfig = field(default_factory=lambda: classic_train("stackgan_synth64"))
+    gan: GANOptions = field(default_factory=GANOptions)  # shared GAN options (official: BCE, 1 D + 1 G update)
 
 
 def lr_factor(step: int, steps_per_epoch: int, decay_epoch: int) -> float:
@@ -76,6 +78,7 @@ class StackGANStep(ClassicStep):
         else:
             raise T2IError(f"model.stage must be 1 or 2, got {m.stage}")
         self.modules = {"netG": self.netG, "netD": self.netD}
+        self.setup_gan(cfg, self.official_loss, {"netD": self.netD}, steps_per_epoch)
         o = cfg.optim
         self.optimizers = {"G": self.adam(self.netG.parameters(), o.lr_g), "D": self.adam(self.netD.parameters(), o.lr_d)}
 
@@ -86,38 +89,60 @@ class StackGANStep(ClassicStep):
                 group["lr"] = base * f
         return f
 
+    def lr_factor_family(self, step: int) -> float:
+        return lr_factor(step, self.steps_per_epoch, self.cfg.model.lr_decay_epoch)
+
+    def critic(self, x, cond):
+        """Every head of D on (images, condition): the input of a gradient penalty."""
+        f = self.netD(x)
+        heads = [self.netD.get_cond_logits(f, cond)]
+        if self.netD.get_uncond_logits is not None:
+            heads.append(self.netD.get_uncond_logits(f))
+        return tuple(heads)
+
     def step(self, batch: Batch, step: int):
         f = self.set_lr(step)
         real = batch.images[-1]
         words, sent, mask = self.encode(batch)
-        out = self.netG.run(self.noise(real.size(0), real.device), sent)
+        B = real.size(0)
+        out = self.netG.run(self.noise(B, real.device), sent, eps=self.ca_eps(B, real.device))
         fake, mu, logvar = out.images[-1], out.mu, out.logvar
         cond = mu.detach()
         D = self.netD
-        # D (official compute_discriminator_loss)
-        real_f, fake_f = D(real), D(fake.detach())
-        d_real = bce(D.get_cond_logits(real_f, cond), True)
-        d_wrong = bce(D.get_cond_logits(real_f, roll(cond)), False)
-        d_fake = bce(D.get_cond_logits(fake_f, cond), False)
-        if D.get_uncond_logits is not None:
-            u_real = bce(D.get_uncond_logits(real_f), True)
-            u_fake = bce(D.get_uncond_logits(fake_f), False)
-            d_loss = (d_real + u_real) / 2.0 + (d_fake + d_wrong + u_fake) / 3.0
-        else:
-            d_loss = d_real + (d_fake + d_wrong) * 0.5
-        self.optimize("D", d_loss)
-        # G (compute_generator_loss + KL)
-        fake_f = D(fake)
-        g_adv = bce(D.get_cond_logits(fake_f, cond), True)
-        if D.get_uncond_logits is not None:
-            g_adv = g_adv + bce(D.get_uncond_logits(fake_f), True)
-        kl = kl_loss(mu, logvar)
-        extra = self.damsm_loss(fake, words, sent, mask)
-        g_loss = g_adv + sum(extra.values()) + self.cfg.model.kl_coeff * kl
-        self.optimize("G", g_loss)
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "kl": kl.detach(), "d_real": d_real.detach(),
-                "d_wrong": d_wrong.detach(), "d_fake": d_fake.detach(), "lr_factor": torch.tensor(f),
-                **{k: v.detach() for k, v in extra.items()}}
+        logs = {"lr_factor": torch.tensor(f)}
+        if self.updates("D", step):
+            # D (official compute_discriminator_loss)
+            real_f, fake_f = D(real), D(fake.detach())
+            out_real = D.get_cond_logits(real_f, cond)
+            out_wrong = D.get_cond_logits(real_f, self.roll(cond))
+            out_fake = D.get_cond_logits(fake_f, cond)  # the official order (BatchNorm in the heads)
+            self.watch(out_real, out_fake)
+            d_real, d_wrong, d_fake = self.adv_d(out_real, True), self.adv_d(out_wrong, False), self.adv_d(out_fake, False)
+            if D.get_uncond_logits is not None:
+                u_real = self.adv_d(D.get_uncond_logits(real_f), True)
+                u_fake = self.adv_d(D.get_uncond_logits(fake_f), False)
+                d_loss = (d_real + u_real) / 2.0 + (d_fake + d_wrong + u_fake) / 3.0
+            else:
+                d_loss = d_real + (d_fake + d_wrong) * 0.5
+            gp = self.penalty(self.critic, real, fake, cond)
+            if gp is not None:
+                d_loss = d_loss + gp
+                logs["d_penalty"] = gp.detach()
+            self.optimize("D", d_loss)
+            logs.update({"d_loss": d_loss.detach(), "d_real": d_real.detach(), "d_wrong": d_wrong.detach(),
+                         "d_fake": d_fake.detach()})
+        if self.updates("G", step):
+            # G (compute_generator_loss + KL)
+            fake_f = D(fake)
+            g_adv = self.adv_g(D.get_cond_logits(fake_f, cond))
+            if D.get_uncond_logits is not None:
+                g_adv = g_adv + self.adv_g(D.get_uncond_logits(fake_f))
+            kl = kl_loss(mu, logvar)
+            extra = self.damsm_loss(fake, words, sent, mask)
+            g_loss = g_adv + sum(extra.values()) + self.cfg.model.kl_coeff * kl
+            self.optimize("G", g_loss)
+            logs.update({"g_loss": g_loss.detach(), "kl": kl.detach(), **{k: v.detach() for k, v in extra.items()}})
+        return logs
 
 
 def load_stage1(path: str, encoder) -> stackgan.STAGE1_G:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, at_least, in_range, positive
 from t2igan.data.dataset import Batch
 from t2igan.families.base import Family
-from t2igan.families.classic import _MultiScaleStep, bce, classic_build, classic_optim, classic_train, lsgan, roll
+from t2igan.families.classic import _MultiScaleStep, classic_build, classic_optim, classic_train
+from t2igan.families.gan_options import GANOptions
 from t2igan.models import stackganpp
 from t2igan.models.blocks import color_consistency_loss, kl_loss
 
@@ -44,6 +45,7 @@ class StackGANppRunConfig:
     text_encoder: str = "runs/damsm_synth64"  # any text encoder spec (t2igan.text.spec): a DAMSM run, minilm[:DIR], clip:ARCH:CKPT, char-cnn-rnn:DIR, precomputed:DATA_ROOT
     optim: OptimConfig = field(default_factory=classic_optim)
     train: TrainConfig = field(default_factory=lambda: classic_train("stackganpp_synth64"))
+    gan: GANOptions = field(default_factory=GANOptions)  # shared GAN options (official: BCE; model.hdgan: least squares)
 
 
 class StackGANppStep(_MultiScaleStep):
@@ -57,29 +59,44 @@ class StackGANppStep(_MultiScaleStep):
         self.check_scales()
         self.netsD = [stackganpp.D_NET(m.base_size * 2 ** k, m.df_dim, m.c_dim, hdgan=m.hdgan) for k in range(m.branch_num)]
         self.modules = {"netG": self.netG, **{f"netD{k}": d for k, d in enumerate(self.netsD)}}
+        self.setup_gan(cfg, "lsgan" if m.hdgan else self.official_loss,
+                       {f"netD{k}": d for k, d in enumerate(self.netsD)}, steps_per_epoch)
         o = cfg.optim
         self.optimizers = {"G": self.adam(self.netG.parameters(), o.lr_g), **self.d_optimizers(o)}
 
     def step(self, batch: Batch, step: int):
         m = self.cfg.model
         words, sent, mask = self.encode(batch)
-        out = self.netG.run(self.noise(sent.size(0), sent.device), sent)
+        B = sent.size(0)
+        out = self.netG.run(self.noise(B, sent.device), sent, eps=self.ca_eps(B, sent.device))
         mu, logvar = out.mu, out.logvar
         cond = mu.detach()
         logs = {}
-        d_total = 0.0
-        for k, D in enumerate(self.netsD):
-            real, fake = batch.images[k], out.images[k].detach()
-            d_loss = (self.d_loss_hdgan if m.hdgan else self.d_loss)(D(real, cond), D(real, roll(cond)), D(fake, cond))
-            self.optimize(f"D{k}", d_loss)
-            d_total = d_total + d_loss.detach()
+        if self.updates("D", step):
+            d_total, pen = 0.0, 0.0
+            for k, D in enumerate(self.netsD):
+                real, fake = batch.images[k], out.images[k].detach()
+                r, w, f = D(real, cond), D(real, self.roll(cond)), D(fake, cond)  # the official order
+                d_loss = (self.d_loss_hdgan if m.hdgan else self.d_loss)(r, w, f)
+                gp = self.penalty(D, real, fake, cond)
+                if gp is not None:
+                    d_loss = d_loss + gp
+                    pen = pen + gp.detach()
+                self.optimize(f"D{k}", d_loss)
+                d_total = d_total + d_loss.detach()
+            self.watch(r[0], f[0])  # the largest scale's pair (conditional) logits
+            logs["d_loss"] = d_total
+            if self.loss_kind in ("wgan-gp", "r1", "ma-gp"):
+                logs["d_penalty"] = pen
+        if not self.updates("G", step):
+            return logs
         g_loss = 0.0
         for k, D in enumerate(self.netsD):  # official train_Gnet (HDGAN: pair + local image loss, LSGAN)
             pair, local = D(out.images[k], mu)
             if m.hdgan:
-                g_loss = g_loss + lsgan(pair, True) + lsgan(local, True)
+                g_loss = g_loss + self.adv_g(pair) + self.adv_g(local)
             else:
-                g_loss = g_loss + bce(pair, True) + (m.uncond_loss * bce(local, True) if m.uncond_loss > 0 else 0.0)
+                g_loss = g_loss + self.adv_g(pair) + (m.uncond_loss * self.adv_g(local) if m.uncond_loss > 0 else 0.0)
         if m.color_loss > 0 and len(out.images) > 1:
             color = sum(color_consistency_loss(out.images[k], out.images[k - 1], m.color_loss, m.color_cov)
                         for k in range(1, len(out.images)))
@@ -92,25 +109,25 @@ class StackGANppStep(_MultiScaleStep):
         kl = kl_loss(mu, logvar)
         g_loss = g_loss + m.kl_coeff * kl
         self.optimize("G", g_loss)
-        return {"d_loss": d_total, "g_loss": g_loss.detach(), "kl": kl.detach(), **logs}
+        return {**logs, "g_loss": g_loss.detach(), "kl": kl.detach()}
 
     def d_loss(self, r, w, f):
         """Official StackGAN++ train_Dnet (wrong pair = real image, mismatched condition)."""
-        u = self.cfg.model.uncond_loss
-        e_real, e_wrong, e_fake = bce(r[0], True), bce(w[0], False), bce(f[0], False)
+        u, adv = self.cfg.model.uncond_loss, self.adv_d
+        e_real, e_wrong, e_fake = adv(r[0], True), adv(w[0], False), adv(f[0], False)
         if u > 0:
-            e_real = e_real + u * bce(r[1], True)
-            e_wrong = e_wrong + u * bce(w[1], True)  # a real image is real, whatever the caption
-            e_fake = e_fake + u * bce(f[1], False)
+            e_real = e_real + u * adv(r[1], True)
+            e_wrong = e_wrong + u * adv(w[1], True)  # a real image is real, whatever the caption
+            e_fake = e_fake + u * adv(f[1], False)
             return e_real + e_wrong + e_fake
         return e_real + 0.5 * (e_wrong + e_fake)
 
-    @staticmethod
-    def d_loss_hdgan(r, w, f):
+    def d_loss_hdgan(self, r, w, f):
         """HDGAN ``compute_d_pair_loss`` + ``compute_d_img_loss`` (least squares; the local image
         loss sees real and mismatched-caption real images as real, fakes as fake)."""
-        pair = lsgan(r[0], True) + (lsgan(w[0], False) + lsgan(f[0], False)) / 2.0
-        image = 0.5 * lsgan(w[1], True) + 0.5 * lsgan(r[1], True) + lsgan(f[1], False)
+        adv = self.adv_d
+        pair = adv(r[0], True) + (adv(w[0], False) + adv(f[0], False)) / 2.0
+        image = 0.5 * adv(w[1], True) + 0.5 * adv(r[1], True) + adv(f[1], False)
         return pair + image
 
 

@@ -57,7 +57,8 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
 
         C = x.size(1)
         xf = x.float()
-        local = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), xf.new_tensor([x.numel() / C])])
+        dims = (0, *range(2, x.dim()))  # all but the channels
+        local = torch.cat([xf.sum(dims), (xf * xf).sum(dims), xf.new_tensor([x.numel() / C])])
         tot = all_reduce(local)  # (2C + 1,), gradients summed back over the processes
         n = tot[-1]
         mean = tot[:C] / n
@@ -68,10 +69,19 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.lerp_(mean.to(self.running_mean.dtype), m)
                 self.running_var.lerp_((var * n / (n - 1)).to(self.running_var.dtype), m)
-        y = (xf - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
+        shape = (1, C) + (1,) * (x.dim() - 2)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
-            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+            y = y * self.weight.view(shape) + self.bias.view(shape)
         return y.to(x.dtype)
+
+
+class GlobalBatchNorm1d(GlobalBatchNorm2d):
+    """:class:`GlobalBatchNorm2d` for ``nn.BatchNorm1d`` inputs (B, C) or (B, C, L)."""
+
+    def _check_input_dim(self, input):
+        if input.dim() not in (2, 3):
+            raise ValueError(f"expected 2D or 3D input (got {input.dim()}D input)")
 
 
 def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
@@ -82,8 +92,9 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
             setattr(module, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
         return module
     for name, child in list(module.named_children()):
-        if type(child) is nn.BatchNorm2d:
-            new = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+        if type(child) in (nn.BatchNorm2d, nn.BatchNorm1d):
+            cls = GlobalBatchNorm2d if type(child) is nn.BatchNorm2d else GlobalBatchNorm1d
+            new = cls(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
             new.weight, new.bias = child.weight, child.bias
             new.running_mean, new.running_var, new.num_batches_tracked = child.running_mean, child.running_var, child.num_batches_tracked
             new.train(child.training)
@@ -112,8 +123,12 @@ def prepare_step(task, tc, device: torch.device, world: World | None = None) -> 
     task.precision = Precision(tc.precision, device)
     task.world = world
     if world.distributed:
+        from t2igan.core.distributed import broadcast_module
+
         for m in task.modules.values():  # in place: the same Parameters stay in the optimisers
             sync_batchnorm(m, device)
+            if getattr(task, "manual_sync", False):  # no DDP wrapper to broadcast rank 0's weights
+                broadcast_module(m)
 
     def wrap(name: str, m: nn.Module):
         if world.distributed and any(p.requires_grad for p in m.parameters()):

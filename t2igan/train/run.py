@@ -12,6 +12,7 @@ from t2igan.data.dataset import TextImageDataset
 from t2igan.core.distributed import world_from_env
 from t2igan.families import registry
 from t2igan.families.base import check_switches
+from t2igan.families.gan_options import check_options
 from t2igan.train.trainer import Trainer, check_run_folder, open_run_folder
 
 
@@ -28,6 +29,8 @@ def build_training(cfg, resume: bool, overwrite: bool = False) -> Trainer:
     world = world_from_env()
     # refused switches before anything is read or written (the text-embedding and image caches included)
     check_switches(cfg.train, fam.switches, cfg.task, world.size)
+    if getattr(cfg, "gan", None) is not None:  # the gan section's choices, as early
+        check_options(cfg.gan, "official")
     # the run folder: locked by another process? a half-finished save? (before the vocabulary is read from it)
     lock = open_run_folder(cfg.train.out_dir, world)
     try:

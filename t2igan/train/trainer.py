@@ -53,6 +53,7 @@ from t2igan.core.device import pick_device
 from t2igan.data.dataset import Batch, EpochBatchSampler, TextImageDataset, augment, multiscale
 from t2igan.families.base import TrainStep, check_switches
 from t2igan.train import fast
+from t2igan.train.monitor import StabilityMonitor
 
 
 def collate(items: list[dict]) -> dict:
@@ -234,6 +235,7 @@ class Trainer:
         if task.ema_of and self.tc.ema_decay > 0:
             self.ema = copy.deepcopy(task.modules[task.ema_of]).eval().requires_grad_(False)
         self.step = 0
+        self._own_group = False  # joined the process group itself (and leaves it at the end)
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> None:
@@ -306,7 +308,7 @@ class Trainer:
     def setup_fast_paths(self) -> None:
         """Join the process group; channels_last, SyncBatchNorm, DDP and torch.compile wrappers;
         the step's precision. The checkpointed modules stay the bare ones."""
-        fast.init_distributed(self.world, self.device)
+        self._own_group = fast.init_distributed(self.world, self.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if self.ema is not None:
@@ -436,6 +438,10 @@ class Trainer:
                    desc=f"train {self.cfg.task}", unit="it", disable=not (tc.progress and main), dynamic_ncols=True)
         it = self.batches()
         stopped = "max_steps"
+        monitor = StabilityMonitor(getattr(self.cfg, "gan", None), getattr(self.task, "loss_kind", ""), self.task,
+                                   self.sample_captions[0] if self.sample_captions else None, tc.seed, tc.log_every,
+                                   self.device)
+        self.monitor = monitor
         try:
             while self.step < tc.max_steps:
                 batch = self.to_batch(next(it), self.step)
@@ -443,18 +449,23 @@ class Trainer:
                     m.train()
                 logs = self.task.train_step(batch, self.step)
                 self.step += 1
+                monitor.update(logs, self.step)
                 if self.ema is not None:
                     ema_update(self.ema, self.task.modules[self.task.ema_of], ema_decay_at(self.step, tc.ema_decay, tc.ema_start))
                 bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == tc.max_steps:
                     vals = self.reduce_logs(logs)  # the only host sync of the step
+                    mon = monitor.check(vals, self.step) if main else {}
                     elapsed = time.perf_counter() - t0
                     ips = (self.step - start_step) * tc.batch_size / max(elapsed, 1e-9)
                     if main:
-                        for k, v in vals.items():
+                        for k, v in (vals | mon).items():
                             writer.add_scalar(f"train/{k}", v, self.step)
                         writer.add_scalar("train/images_per_s", ips, self.step)
                     post = {k: f"{v:.3g}" for k, v in list(vals.items())[:4]} | {"img/s": f"{ips:.1f}"}
+                    post |= {k: f"{mon[k]:.3g}" for k in ("d_gap", "diversity") if k in mon}
+                    if monitor.flags():
+                        post["warn"] = monitor.flags()
                     if deadline < math.inf:
                         post["left"] = f"{max(0.0, deadline - time.perf_counter()) / 60:.1f}min"
                     bar.set_postfix(post)
@@ -489,11 +500,14 @@ class Trainer:
             "threads": torch.get_num_threads(),
             "samples": str(self.run / grid.relative_to(self.out)) if grid else None, "pipeline": str(self.run / "pipeline"),
         }
+        if main and monitor.on:
+            summary["monitor"] = monitor.summary()
         if self.world.distributed:
             import torch.distributed as dist
 
             dist.barrier()  # the others wait for rank 0's checkpoint before they return
-            dist.destroy_process_group()
+            if self._own_group:
+                dist.destroy_process_group()
         if not main:
             return summary
         prev = self.out / "train_summary.json"

@@ -32,6 +32,23 @@ from t2igan.text.spec import load_encoder_dir, save_encoder_dir
 
 MAX_IMAGES_PER_CALL = 4096
 MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+TRUNCATION_MODES = ("clamp", "truncnorm")
+
+
+def truncnorm_noise(count: int, nz: int, seed: int, truncation: float) -> torch.Tensor:
+    """Official DF-GAN truncated noise (``code/lib/utils.py`` ``truncated_noise(count, nz, truncation,
+    seed)``): ``truncation * truncnorm.rvs(-2, 2, size=(count, nz), random_state=RandomState(seed))``."""
+    import numpy as np
+
+    try:
+        from scipy.stats import truncnorm
+    except ImportError:
+        raise T2IError("truncation_mode truncnorm (official DF-GAN sampling) needs scipy: "
+                       "pip install 't2igan[official]'") from None
+    if seed >= 2 ** 32:
+        raise T2IError(f"truncation_mode truncnorm draws with numpy's RandomState, whose seed must be < 2**32, got {seed}")
+    values = truncnorm.rvs(-2, 2, size=(count, nz), random_state=np.random.RandomState(seed)).astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(truncation * values))
 
 
 def check_seed(seed) -> int:
@@ -62,6 +79,11 @@ class Pipeline:
     def __init__(self, text_encoder: CaptionEncoder, generator: nn.Module, family: str, info: dict | None = None):
         self.text_encoder, self.generator = text_encoder.eval(), generator.eval()
         self.family, self.info = family, dict(info or {})
+        # how --truncation draws the noise: "clamp" (randn clamped to [-t, t]) or "truncnorm" (t * truncnorm(-2, 2)
+        # with numpy's RandomState(seed): official DF-GAN sampling; model_index.json of converted DF-GAN folders)
+        self.truncation_mode = str(self.info.get("truncation_mode", "clamp"))
+        if self.truncation_mode not in TRUNCATION_MODES:
+            raise T2IError(f"truncation_mode must be one of {', '.join(TRUNCATION_MODES)}, got {self.truncation_mode!r}")
 
     # the vocabulary side of a DAMSM text encoder (None / 0 for the others)
     @property
@@ -141,13 +163,41 @@ class Pipeline:
         return f.words_bdt.to(dev), f.sentence.to(dev), f.mask.to(dev)
 
     def noise(self, count: int, seed: int, truncation: float | None = None) -> torch.Tensor:
+        """``[count, nz]`` noise from ``seed``; with ``truncation`` clamped to [-t, t], or with
+        ``truncation_mode == "truncnorm"`` drawn as the official DF-GAN sampling does."""
         g = torch.Generator().manual_seed(check_seed(seed))
         z = torch.randn(count, self.generator.nz, generator=g)
         if truncation is not None:
             if not truncation > 0:
                 raise T2IError(f"truncation must be > 0, got {truncation}")
+            if self.truncation_mode == "truncnorm":
+                return truncnorm_noise(count, self.generator.nz, seed, truncation)
             z = z.clamp(-truncation, truncation)
         return z
+
+    @property
+    def attention_mask(self) -> str:
+        """AttnGAN/MirrorGAN word attention over padding: ``corrected`` (default; padded words get 0
+        attention) or ``official`` (the official mask tiling; identical outputs to the official code
+        for padded batches). Other generators: always ``corrected``."""
+        return getattr(self.generator, "attention_mask", "corrected")
+
+    @attention_mask.setter
+    def attention_mask(self, value: str) -> None:
+        if not hasattr(self.generator, "attention_mask"):
+            if value != "corrected":
+                raise T2IError(f"attention_mask={value!r} is for AttnGAN/MirrorGAN generators, not {self.family}")
+            return
+        try:
+            self.generator.attention_mask = value
+        except ValueError as e:
+            raise T2IError(str(e)) from None
+
+    @property
+    def last_long_captions(self) -> list[tuple[int, int]]:
+        """(caption index, known words) of the last captions longer than ``max_words`` (cut to it,
+        unless the vocabulary keeps them whole: ``long_captions="keep"``)."""
+        return list(getattr(self.text_encoder, "last_long_captions", []))
 
     def latents(self, count: int, seed: int, truncation: float | None = None):
         """``(z [count, nz], eps)`` for ``count`` images from ``seed``: the noise z, and for models with

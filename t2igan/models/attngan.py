@@ -18,14 +18,55 @@ official ``G_NET``'s (tests/test_classic.py::test_outputs_match_the_official_cod
 captions without padding. With padding they differ on purpose: the official
 ``GlobalAttentionGeneral`` tiles the padding mask as ``mask.repeat(queryL, 1)`` over rows
 ordered batch-major, so the rows of one caption get the masks of others; here each caption's
-padded words get exactly 0 attention.
+padded words get exactly 0 attention. ``G_NET.attention_mask = "official"`` switches to the
+official tiling (``Pipeline.attention_mask``, ``t2igan sample --attention-mask official``), for
+outputs identical to the official code on padded batches too.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from t2igan.models.blocks import GlobalAttentionGeneral, ImageCode, NextStageTrunk, TreeGenerator, block3x3_leaky
+from t2igan.models.blocks import (GlobalAttentionGeneral, ImageCode, NextStageTrunk, TreeGenerator, block3x3_leaky,
+                                  masked_word_softmax)
+
+ATTENTION_MASKS = ("corrected", "official")
+
+
+def official_word_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over words with the official padding mask: ``scores [B, Q, T]``, ``mask [B, T]``
+    (True = real word). The official code flattens the scores to ``[B*Q, T]`` (rows batch-major)
+    and masks them with ``mask.repeat(Q, 1)``, so row ``b*Q + q`` gets the mask of caption
+    ``(b*Q + q) % B``: with one caption, or captions of one length, it is the true mask; in a
+    padded batch regions attend to padding of their caption and ignore words of it."""
+    if mask is None:
+        return scores.softmax(dim=-1)
+    B, Q, T = scores.shape
+    rows = torch.arange(B * Q, device=scores.device) % B  # official mask.repeat(queryL, 1)
+    tiled = mask[rows].reshape(B, Q, T)
+    return scores.masked_fill(~tiled, float("-inf")).softmax(dim=-1)
+
+
+def attention_softmax(scores: torch.Tensor, mask: torch.Tensor | None, official: bool) -> torch.Tensor:
+    return official_word_softmax(scores, mask) if official else masked_word_softmax(scores, mask)
+
+
+class ATT_NET(GlobalAttentionGeneral):  # noqa: N801 - the official import name of GlobalAttentionGeneral
+    """:class:`GlobalAttentionGeneral` with the switch ``official_mask`` (set through
+    ``G_NET.attention_mask``): False (default) gives padded words exactly 0 attention, True
+    reproduces the official mask tiling (:func:`official_word_softmax`)."""
+
+    official_mask = False
+
+    def forward(self, input, context, mask=None):
+        if not self.official_mask or mask is None:
+            return super().forward(input, context, mask)
+        B, idf, ih, iw = input.shape
+        target = input.reshape(B, idf, ih * iw).transpose(1, 2)  # (B, Q, idf)
+        source = self.conv_context(context.unsqueeze(3)).squeeze(3)  # (B, idf, T)
+        attn = official_word_softmax(target @ source, mask).transpose(1, 2)  # (B, T, Q)
+        weighted = (source @ attn).reshape(B, idf, ih, iw)
+        return weighted, attn.reshape(B, -1, ih, iw)
 
 
 class NEXT_STAGE_G(NextStageTrunk, nn.Module):  # noqa: N801
@@ -33,7 +74,7 @@ class NEXT_STAGE_G(NextStageTrunk, nn.Module):  # noqa: N801
 
     def __init__(self, ngf: int, nef: int, ncf: int, num_residual: int = 2):
         super().__init__()
-        self.att = GlobalAttentionGeneral(ngf, nef)
+        self.att = ATT_NET(ngf, nef)
         self.build_trunk(ngf * 2, num_residual)
 
     def forward(self, h_code, c_code, word_embs, mask):
@@ -60,6 +101,21 @@ class G_NET(TreeGenerator):  # noqa: N801
     def make_stage(self, k: int) -> tuple[nn.Module, int]:
         cfg = self.config
         return self.next_stage(cfg["gf_dim"], self.w_dim, cfg["c_dim"], cfg["r_num"]), cfg["gf_dim"]
+
+    @property
+    def attention_mask(self) -> str:
+        """How padded words are masked in the word attention: ``corrected`` (default: they get 0
+        attention) or ``official`` (the official mask tiling, :func:`official_word_softmax`).
+        Not part of the weights or the config; set it for official-identical padded batches."""
+        return self.__dict__.get("_attention_mask", "corrected")
+
+    @attention_mask.setter
+    def attention_mask(self, value: str) -> None:
+        if value not in ATTENTION_MASKS:
+            raise ValueError(f"attention_mask must be one of {', '.join(ATTENTION_MASKS)}, got {value!r}")
+        self.__dict__["_attention_mask"] = value
+        for k in range(2, self.branch_num + 1):
+            getattr(self, f"h_net{k}").att.official_mask = value == "official"
 
 
 class D_GET_LOGITS(nn.Module):  # noqa: N801

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from t2igan.models import attngan
-from t2igan.models.blocks import NextStageTrunk, conv1x1, masked_word_softmax
+from t2igan.models.blocks import NextStageTrunk, conv1x1
 
 
 class GLAttentionGeneral(nn.Module):
@@ -39,11 +39,13 @@ class GLAttentionGeneral(nn.Module):
         self.conv_sentence_vis = conv1x1(idf, idf)
         self.linear = nn.Linear(ncf, idf)  # official: nn.Linear(100, idf), 100 = CONDITION_DIM
 
+    official_mask = False  # True: the official padding-mask tiling (set through G_NET.attention_mask)
+
     def forward(self, input, sentence, context, mask=None):
         B, idf, ih, iw = input.shape
         target = input.reshape(B, idf, ih * iw).transpose(1, 2)  # (B, Q, idf)
         source = self.conv_context(context.unsqueeze(3)).squeeze(3)  # (B, idf, T)
-        attn = masked_word_softmax(target @ source, mask).transpose(1, 2)  # (B, T, Q)
+        attn = attngan.attention_softmax(target @ source, mask, self.official_mask).transpose(1, 2)  # (B, T, Q)
         weighted = (source @ attn).reshape(B, idf, ih, iw)
         s = self.linear(sentence).view(B, idf, 1, 1).expand(-1, -1, ih, iw)
         sent_att = self.conv_sentence_vis(input * s).softmax(dim=1)  # legacy nn.Softmax() on 4-D: dim 1

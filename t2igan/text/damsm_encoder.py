@@ -20,6 +20,7 @@ from t2igan.core.folder import resolve_dir
 from t2igan.data.text import Vocabulary
 from t2igan.text.base import PRETRAINED_REF, CaptionEncoder, TextFeatures, check_captions
 from t2igan.text.damsm import ImageEncoder, TextEncoder
+from t2igan.text.official_vocab import load_vocabulary
 
 TEXT_KIND = "damsm_text_encoder"
 IMAGE_KIND = "damsm_image_encoder"
@@ -43,6 +44,7 @@ class DAMSMCaptionEncoder(CaptionEncoder):
         self.sentence_dim = self.word_dim = encoder.nef
         self.empty_captions = "error"  # or "pad": a caption with no known word is the padding token alone
         self.last_dropped_words = []
+        self.last_long_captions: list[tuple[int, int]] = []  # (caption index, known words) over max_words
 
     @property
     def nef(self) -> int:
@@ -52,8 +54,13 @@ class DAMSMCaptionEncoder(CaptionEncoder):
         return {"name": self.name, "max_words": self.max_words, "vocab": self.vocab.words}
 
     def tokens(self, captions: list[str]):
-        tokens, lengths, dropped = self.vocab.batch(check_captions(captions), self.max_words, empty=self.empty_captions)
+        captions = check_captions(captions)
+        tokens, lengths, dropped = self.vocab.batch(captions, self.max_words, empty=self.empty_captions)
         self.last_dropped_words = dropped
+        # captions with more known words than max_words: cut (reported here), or kept whole by an
+        # official vocabulary with long_captions="keep" (the official sampling scripts)
+        self.last_long_captions = [(b, n) for b, c in enumerate(captions)
+                                   if (n := len(self.vocab.encode(c)[0])) > self.max_words]
         return tokens.to(self.device), lengths.to(self.device)
 
     def encode_tokens(self, tokens: torch.Tensor, lengths: torch.Tensor):
@@ -95,7 +102,7 @@ def load_damsm_text_encoder(directory: str | os.PathLike) -> tuple[TextEncoder, 
             raise T2IError(f"{d}: its text encoder is {kind!r}, not a DAMSM text encoder")
     cfg, state = ckpt.read_component(d / "text_encoder", TEXT_KIND)
     max_words = int(cfg.pop("max_words", 18))
-    vocab = Vocabulary.load(d / "vocab.json")
+    vocab = load_vocabulary(d / "vocab.json")  # an official captions.pickle vocabulary keeps its tokeniser
     try:
         enc = TextEncoder(**cfg)
     except TypeError as e:
@@ -111,13 +118,18 @@ def save_image_encoder(directory: str | os.PathLike, encoder: ImageEncoder, args
 
 
 def load_image_encoder(directory: str | os.PathLike) -> ImageEncoder:
-    """The DAMSM image encoder (eval mode) saved beside the text encoder of a DAMSM run."""
+    """The DAMSM image encoder (eval mode) saved beside the text encoder of a DAMSM run, or the
+    official Inception-v3 ``CNN_ENCODER`` of a converted AttnGAN/DF-GAN folder (same outputs:
+    regions ``[B, nef, h, w]`` and code ``[B, nef]`` of images in [-1, 1])."""
     d = resolve_dir(directory)
     if not (d / "image_encoder").is_dir():
         raise T2IError(f"{d} has no image_encoder/ (the DAMSM loss needs the image encoder of a DAMSM run)")
-    cfg, state = ckpt.read_component(d / "image_encoder", IMAGE_KIND)
-    try:
-        enc = ImageEncoder(**cfg)
+    from t2igan.models.damsm_inception import CNN_ENCODER, KIND as INCEPTION_KIND
+
+    cfg, state = ckpt.read_component(d / "image_encoder", (IMAGE_KIND, INCEPTION_KIND))
+    kind = ckpt.read_json(d / "image_encoder" / ckpt.CONFIG).get("kind")
+    try:  # the CNN trained here, or the official Inception-v3 CNN_ENCODER of an imported checkpoint
+        enc = (CNN_ENCODER if kind == INCEPTION_KIND else ImageEncoder)(**cfg)
     except TypeError as e:
         raise T2IError(f"{d / 'image_encoder' / 'config.json'}: bad arguments ({e})") from None
     ckpt.load_state_strict(enc, state, str(d / "image_encoder"))

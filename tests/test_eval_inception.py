@@ -77,7 +77,7 @@ def test_features_equal_torch_fidelity_and_pytorch_fid(inception_file, ours, fea
 
     x = _images(20, 0)
     f = feats
-    assert f["2048"].shape == (20, 2048) and f["logits_unbiased"].shape == (10, 1008)
+    assert f["2048"].shape == (20, 2048) and f["logits_unbiased"].shape == (20, 1008)
     assert f["2048"].std(0).mean() > 0.01 * f["2048"].abs().mean()  # the random network separates images
     tf = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
                                      feature_extractor_weights_path=str(inception_file))

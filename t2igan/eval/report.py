@@ -146,7 +146,7 @@ def write_report(run_dir, res: dict) -> Path:
                f"({hist[-1].get('n_samples')} samples each).", "", "![history](eval_history.png)", ""]
     md += ["## Metrics", "", "```", format_table(res), "```", "", "### Protocol", ""]
     md += [f"- **{k}**: {v}" for k, v in res.get("protocol", {}).items()]
-    for key in ("feature_extractor", "inception", "damsm", "clip"):
+    for key in ("feature_extractor", "inception", "inception_domain", "damsm", "clip"):
         if res.get(key):
             md += [f"- **{key}**: " + ", ".join(f"{k}={v}" for k, v in res[key].items())]
     md += ["", f"Full numbers: `{res.get('output')}`.", ""]
@@ -180,6 +180,15 @@ def headline(res: dict) -> dict[str, float]:
                 out[f"{tag}: CLIP R-precision"] = g["clip_r_precision"]["mean"]
             if g.get("diversity"):
                 out[f"{tag}: diversity"] = g["diversity"]["mean"]
+            if g.get("cmmd"):
+                out[f"{tag}: CMMD"] = g["cmmd"]["value"]
+            dom = sp.get("inception_domain", {}).get(side)
+            if dom:
+                if dom.get("accuracy"):
+                    out[f"{tag}: domain accuracy"] = dom["accuracy"]["accuracy"]
+                out[f"{tag}: domain FID"] = dom["fid"]
+                if dom.get("is"):
+                    out[f"{tag}: domain IS"] = dom["is"]["mean"]
             if g.get("retrieval"):
                 out[f"{tag}: NN hit@1"] = g["retrieval"]["hit@1"]
                 out[f"{tag}: NN hit@5"] = g["retrieval"]["hit@5"]
@@ -187,10 +196,11 @@ def headline(res: dict) -> dict[str, float]:
                     out[f"{tag}: NN same {k}@1"] = v["hit@1"]
             inc = sp.get("inception", {}).get(side)
             if inc:
-                out[f"{tag}: FID"] = inc["fid"]
-                out[f"{tag}: KID"] = inc["kid"]["mean"]
+                bb = (res.get("inception") or {}).get("backbone", "tf-inception")
+                out[f"{tag}: FID ({bb})"] = inc["fid"]
+                out[f"{tag}: KID ({bb})"] = inc["kid"]["mean"]
                 if inc.get("is"):
-                    out[f"{tag}: IS"] = inc["is"]["mean"]
+                    out[f"{tag}: IS ({bb})"] = inc["is"]["mean"]
     return out
 
 
@@ -212,11 +222,14 @@ def compare_runs(runs: list, out=None) -> dict:
     protocols = {r: {"n_samples": v.get("protocol", {}).get("n_samples"), "seed": v.get("protocol", {}).get("seed"),
                      "evaluator_sha256": (v.get("feature_extractor") or {}).get("weights_sha256"),
                      "inception_sha256": (v.get("inception") or {}).get("weights_sha256"),
+                     "fid_backbone": (v.get("inception") or {}).get("backbone"),
+                     "domain_inception_sha256": (v.get("inception_domain") or {}).get("weights_sha256"),
                      "clip_sha256": (v["clip"] if isinstance(v.get("clip"), dict) else {}).get("weights_sha256"),
                      "damsm_sha256": (v.get("damsm") or {}).get("weights_sha256")}
                  for r, v in results.items()}
     warn = []
-    for field in ("n_samples", "evaluator_sha256", "inception_sha256", "clip_sha256", "damsm_sha256"):
+    for field in ("n_samples", "evaluator_sha256", "fid_backbone", "inception_sha256", "domain_inception_sha256",
+                  "clip_sha256", "damsm_sha256"):
         vals = {p[field] for p in protocols.values()}
         if len(vals) > 1:
             warn.append(f"runs differ in {field} ({', '.join(map(str, vals))}): their numbers are not comparable")

@@ -22,8 +22,10 @@ import torch
 from t2igan import T2IError
 from t2igan.eval.evaluator import TRAIN_HINT, AttributeEvaluator, weights_digest
 from t2igan.eval.metrics import EvaluatorFeatures, FeatureDistances, attribute_accuracy
+from t2igan.eval.cmmd import PROTOCOL as CMMD_PROTOCOL
 from t2igan.eval.retrieval import PROTOCOL as _RETRIEVAL_PROTOCOL
 from t2igan.eval.retrieval import retrieval_hits
+from t2igan.eval.table import format_table  # noqa: F401 - re-exported: t2igan.eval.run.format_table
 
 RESIZE_NOTE = ("real images: decoded from disk to the evaluator's image_size (centre square crop, PIL Lanczos, "
                "uint8); generated images: float in [0, 1] (clamped), resized inside the evaluator to its image_size "
@@ -110,7 +112,8 @@ def _empty_captions_as_padding(fn):
 def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"), n_samples: int = 5000,
                       batch_size: int = 100, seed: int = 0, device=None, progress: bool = True, inception=None,
                       damsm=None, diversity_captions: int = 0, diversity_k: int = 8, is_splits: int = 10,
-                      rp_bins: int = 10, cache_dir=None, use_cache: bool = True, caption_sets=(), clip=None) -> dict:
+                      rp_bins: int = 10, cache_dir=None, use_cache: bool = True, caption_sets=(), clip=None,
+                      per_image: dict | None = None, domain=None) -> dict:
     """Score ``pipe`` (anything with ``generate(captions, seed, n=1) -> float [B, 3, H, W] in [0, 1]``).
 
     caption_sets: ``CaptionSet``s (``t2igan.data.caption_set``) scored by attribute accuracy
@@ -119,7 +122,9 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
     evaluator: an AttributeEvaluator or its directory (attribute accuracy, FID-SF/KID-SF,
     diversity), or None; inception: an ``InceptionFeatures`` (FID/KID/IS) or None; damsm: a
     ``DAMSMScorer`` (R-precision) or None; clip: a ``CLIPScorer`` (CLIP score, CLIP R-precision)
-    or None. device: where the evaluator runs (None: where it
+    or None; per_image: a dict that receives, per split, the generated images' captions, CLIP scores
+    and CMMD witness values (with clip); domain: a ``DomainInception`` (accuracy / IS / FID with the
+    domain-tuned Inception, ``eval/domain_inception.py``) or None. device: where the evaluator runs (None: where it
     already is). Returns a JSON-able dict (see ``protocol`` in it).
     """
     from tqdm import tqdm
@@ -128,9 +133,9 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
         splits = (splits,)
     if n_samples < 2 or batch_size < 1:
         raise T2IError(f"n_samples must be >= 2 and batch_size >= 1, got {n_samples} and {batch_size}")
-    if evaluator is None and inception is None and damsm is None and clip is None:
-        raise T2IError("nothing to measure: give an attribute evaluator, Inception weights, DAMSM encoders or CLIP "
-                       "weights")
+    if evaluator is None and inception is None and damsm is None and clip is None and domain is None:
+        raise T2IError("nothing to measure: give an attribute evaluator, Inception weights, DAMSM encoders, CLIP "
+                       "weights or a domain Inception")
     caption_sets = list(caption_sets)
     if caption_sets and evaluator is None:
         raise T2IError("caption sets are scored by attribute accuracy: give an attribute evaluator")
@@ -183,6 +188,7 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
                          "pairwise Euclidean distance of the evaluator's features, mean +- std over captions; "
                          f"real_random: the same on groups of {diversity_k} random real images of split S (its scale)",
             "retrieval": RETRIEVAL_PROTOCOL,
+            "cmmd": CMMD_PROTOCOL,
             "resize": RESIZE_NOTE,
             "caption_sets": CAPTION_SET_PROTOCOL.format(batch_size=batch_size, seed=seed),
             "n_samples": n_samples, "batch_size": batch_size, "seed": seed,
@@ -199,6 +205,10 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
             "image_size": size, "feature_dim": evaluator.feature_dim, "width": evaluator.width,
         }
     result["inception"] = inception.describe() if inception is not None else None
+    result["inception_domain"] = domain.describe() if domain is not None else None
+    if inception is not None:
+        result["protocol"]["inception"] = result["protocol"]["inception"].replace(
+            "the FID Inception-v3", f"the {inception.backbone} backbone ({inception.describe()['resize']})")
     result["damsm"] = damsm.describe() if damsm is not None else None
     result["clip"] = clip.describe() if clip is not None else None
     train_u8 = train_ds = None
@@ -239,6 +249,7 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
             real_pred = {k: v[idx] for k, v in real_pred_img.items()}
             gen_pred: dict[str, list] = {k: [] for k in values}
         gen_inc: dict[str, list] = {}
+        gen_dom: dict[str, list] = {}
         gen_codes: list[torch.Tensor] = []
         gen_clip = clip.pairs() if clip is not None else None
         starts = range(0, N, batch_size)
@@ -262,13 +273,16 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
                 if inception is not None:
                     for k, v in inception.features(imgs).items():
                         gen_inc.setdefault(k, []).append(v.cpu())
+                if domain is not None:
+                    for k, v in domain.features(imgs).items():
+                        gen_dom.setdefault(k, []).append(v)
                 if damsm is not None:
                     gen_codes.append(damsm.image_codes(imgs))
                 if clip is not None:
                     gen_clip.update(imgs, caps)
         bar.close()
 
-        if evaluator is not None or inception is not None:
+        if evaluator is not None or inception is not None or domain is not None:
             if train_ds is None:
                 train_ds = load_folder(data_root, "train")
             g = torch.Generator().manual_seed(seed)
@@ -297,12 +311,28 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
         if inception is not None:
             entry.update(_inception_split(inception, ds, train_ds, ref, gen_inc, gen_size, seed, is_splits,
                                           batch_size, cache_dir, use_cache, progress))
+        if domain is not None:
+            from t2igan.eval.domain_inception import score_split
+
+            # which samples count for accuracy: those whose caption names the label (SynthFlowers); all of them
+            # for class ids and for captions that name no attribute at all (emoji: the caption is the emoji)
+            nm = ds.named
+            if domain.label == "class_id" or nm is None or not any(n for per in nm for n in per):
+                names_label = [True] * N
+            else:
+                names_label = [domain.label in nm[i][c] for i, c in zip(img_idx, cap_idx)]
+            entry["inception_domain"] = score_split(domain, ds, names_label, img_idx,
+                                                    {k: torch.cat(v) for k, v in gen_dom.items()}, train_ds, ref,
+                                                    gen_size, seed, is_splits)
         if damsm is not None:
             entry["generated"]["r_precision"], entry["real"]["r_precision"] = _r_precision_split(
                 damsm, ds, img_idx, cap_idx, torch.cat(gen_codes), gen_size, seed, rp_bins, batch_size)
         if clip is not None:
             for side, v in _clip_split(clip, ds, img_idx, cap_idx, gen_clip, gen_size, seed, rp_bins, batch_size,
                                        progress).items():
+                per = v.pop("_per_image", None)
+                if per is not None and per_image is not None:
+                    per_image[s] = per
                 entry[side].update(v)
         if evaluator is not None and diversity_captions > 0 and diversity_k >= 2:
             entry["generated"]["diversity"], entry["real"]["diversity"] = _diversity_split(
@@ -456,6 +486,7 @@ def _inception_split(inception, ds, train_ds, ref_idx, gen_inc, gen_size, seed, 
     """Inception FID/KID/IS of the generated set, and the real train-vs-split ceiling (features cached)."""
     import numpy as np
 
+    from t2igan.eval.images import extractor_key as _extractor_key
     from t2igan.eval.images import inception_features, inception_metrics
     from t2igan.eval.refcache import cached_features, dataset_fingerprint
 
@@ -469,7 +500,7 @@ def _inception_split(inception, ds, train_ds, ref_idx, gen_inc, gen_size, seed, 
         parts = {"kind": "dataset-split", "dataset": dataset_fingerprint(d), "root": str(d.root), "split": d.split,
                  "size": gen_size, "resize": "centre square crop, PIL Lanczos, uint8",
                  "indices": None if idx is None else [int(i) for i in idx],
-                 "extractor": "fid-inception-v3", "weights_sha256": inception.weights_sha256}
+                 **_extractor_key(inception)}
         return cached_features(parts, compute, cache_dir, use_cache)
 
     split_f, split_info = ref_feats(ds, None, f"inception {ds.split} (reference)")
@@ -523,9 +554,21 @@ def _clip_split(clip, ds, img_idx, cap_idx, gen_pairs, gen_size, seed, bins, bat
         real_pairs.update(real_u8[torch.tensor(img_idx[i:i + batch_size])], captions[i:i + batch_size])
     texts = clip.text_codes(flat)
     too_long = clip.count_too_long(flat)
-    return {side: {"clip_score": p.score(), "clip_r_precision": r_precision(p.image_codes(), cands, texts, bins),
-                   "clip_captions_truncated": too_long}
-            for side, p in (("generated", gen_pairs), ("real", real_pairs))}
+    out = {side: {"clip_score": p.score(), "clip_r_precision": r_precision(p.image_codes(), cands, texts, bins),
+                  "clip_captions_truncated": too_long}
+           for side, p in (("generated", gen_pairs), ("real", real_pairs))}
+    from t2igan.eval import cmmd
+
+    first = {}
+    for j, i in enumerate(img_idx):  # each real image once: the CMMD reference
+        first.setdefault(i, j)
+    real_codes = real_pairs.image_codes()[torch.tensor(sorted(first.values()))]
+    gen_codes = gen_pairs.image_codes()
+    for side, v in cmmd.split_scores(gen_codes, real_codes, seed).items():
+        out[side]["cmmd"] = v
+    out["generated"]["_per_image"] = {"captions": captions, "clip_score": cmmd.per_image_clip_scores(
+        gen_codes, texts[cands[:, 0]]), "cmmd_witness": cmmd.witness(gen_codes, real_codes)}
+    return out
 
 
 def _diversity_split(pipe, extractor, captions, real_u8, k, seed):
@@ -558,8 +601,16 @@ def _check_generated(imgs, n: int) -> torch.Tensor:
 def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=None, seed: int = 0,
                  batch_size: int = 100, device="auto", out=None, data_root=None, progress: bool = True,
                  inception_weights=None, damsm_dir="auto", diversity_captions: int = 20, diversity_k: int = 8,
-                 cache_dir=None, use_cache: bool = True, captions=(), clip_weights=None) -> dict:
+                 cache_dir=None, use_cache: bool = True, captions=(), clip_weights=None,
+                 fid_backbone: str = "tf-inception", preset: dict | None = None, per_image: bool = False,
+                 inception_domain=None) -> dict:
     """Evaluate the pipeline of a training run; writes ``run_dir/eval/metrics.json`` (or ``out``) atomically.
+
+    fid_backbone: 'tf-inception' | 'torchvision-inception' (``eval/backbones.py``), the network
+    ``inception_weights`` is for; preset: the ``--protocol`` preset (``eval/protocols.py``), written
+    into the result; per_image: with CLIP, write each generated image's CLIP score and CMMD witness
+    (``eval/per_image_<split>.jsonl``) and the top/bottom grid (``eval/top_bottom_<split>.png``);
+    inception_domain: a domain-tuned Inception folder (``t2igan train`` task ``inception_domain``) or None.
 
     evaluator_dir: attribute evaluator (None or a dataset without labels: skipped);
     inception_weights: the FID Inception file (None: ``$T2IGAN_INCEPTION_WEIGHTS`` if set, else
@@ -612,12 +663,13 @@ def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=None
                 raise T2IError(f"evaluator directory not found: {evaluator_dir} ({TRAIN_HINT})")
             evaluator = AttributeEvaluator.from_pretrained(evaluator_dir, device=dev)
     inception = None
-    from t2igan.eval.inception import ENV_VAR, InceptionFeatures
+    from t2igan.eval.backbones import backbone_env_var, backbone_requested, load_fid_backbone
 
-    if inception_weights is not None or os.environ.get(ENV_VAR):
-        inception = InceptionFeatures.from_file(inception_weights, device=dev)
+    if backbone_requested(fid_backbone, inception_weights):
+        inception = load_fid_backbone(fid_backbone, inception_weights, device=dev, cache_dir=cache_dir)
     else:
-        notes.append(f"FID/KID/IS (Inception) skipped: no --inception-weights and {ENV_VAR} is not set")
+        notes.append(f"FID/KID/IS (Inception, {fid_backbone} backbone) skipped: no --inception-weights and "
+                     f"{backbone_env_var(fid_backbone)} is not set")
     damsm = None
     if damsm_dir == "auto":
         from t2igan.text.spec import damsm_run_with_image_encoder
@@ -649,19 +701,50 @@ def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=None
     from t2igan.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(run_dir, device=dev)
+    if per_image and clip is None:
+        raise T2IError("--per-image ranks images by CLIP score: give a CLIP folder (--clip DIR)")
+    per_image_scores: dict = {}
+    domain = None
+    if inception_domain is not None:
+        from t2igan.eval.domain_inception import DomainInception
+
+        domain = DomainInception.from_pretrained(inception_domain, device=dev)
     res = evaluate_pipeline(pipe, root, evaluator, splits=splits, n_samples=n_samples, batch_size=batch_size,
                             seed=seed, device=dev, progress=progress, inception=inception, damsm=damsm,
                             diversity_captions=diversity_captions, diversity_k=diversity_k, cache_dir=cache_dir,
-                            use_cache=use_cache, caption_sets=sets, clip=clip)
+                            use_cache=use_cache, caption_sets=sets, clip=clip, per_image=per_image_scores,
+                            domain=domain)
     for s, sp in res["splits"].items():
         if isinstance(sp.get("attribute_accuracy"), str):
             notes.append(f"{s}: attribute accuracy {sp['attribute_accuracy']}; nearest-neighbour retrieval instead")
+    if per_image:
+        _per_image_outputs(res, per_image_scores, pipe, Path(out).parent if out is not None else run_dir / "eval",
+                           batch_size, seed)
+    if preset is not None:
+        from t2igan.eval.protocols import record_run
+
+        res["protocol"]["preset"] = record_run(preset, res)
     res["notes"] = notes
     res["run_dir"] = str(run_dir)
     out_path = Path(out) if out is not None else run_dir / "eval" / "metrics.json"
     res["output"] = str(out_path)
     write_json_atomic(out_path, res)
     return res
+
+
+def _per_image_outputs(res: dict, scores: dict, pipe, out_dir: Path, batch_size: int, seed: int) -> None:
+    """Per split: the per-image scores' JSONL and the top/bottom grid, named in the result."""
+    from t2igan.eval import cmmd
+
+    for s, per in scores.items():
+        sp = res["splits"][s]
+        with EmptyCaptionsAsPadding(pipe):
+            grid = cmmd.save_top_bottom(pipe, per["captions"], per["clip_score"], out_dir / f"top_bottom_{s}.png",
+                                        batch_size, seed)
+        sp["generated"]["per_image"] = {
+            "file": str(cmmd.write_per_image(out_dir / f"per_image_{s}.jsonl", per["captions"],
+                                             {k: per[k] for k in ("clip_score", "cmmd_witness")})),
+            "top_bottom_grid": grid, "ranked_by": "clip_score"}
 
 
 def default_splits(root, notes: list | None = None) -> tuple[str, ...]:
@@ -687,104 +770,3 @@ def write_json_atomic(out_path, obj) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-def _pct(entry) -> str:
-    acc = entry.get("accuracy") if isinstance(entry, dict) else None
-    return "-" if acc is None else f"{100 * acc:.1f}%"
-
-
-def _num(v, fmt=".3f", scale=1.0) -> str:
-    return "-" if v is None else f"{scale * v:{fmt}}"
-
-
-def format_table(result: dict) -> str:
-    """Text table: rows = metrics (attributes, all_named, FID-SF, KID-SF, Inception FID/KID/IS, R-precision,
-    diversity); columns per split = generated / real ceiling."""
-    splits = list(result["splits"])
-    attrs: list[str] = []
-    for s in splits:
-        for k in result["splits"][s]["generated"].get("attributes", {}):
-            if k != "all_named" and k not in attrs:
-                attrs.append(k)
-    cw = 11
-    head1 = f"{'':<16}" + "".join(f"{s:^{2 * cw}}" for s in splits)
-    head2 = f"{'metric':<16}" + "".join(f"{'generated':>{cw}}{'real':>{cw}}" for _ in splits)
-    lines = [head1, head2]
-    if attrs:
-        for k in attrs + ["all_named"]:
-            row = f"{k:<16}"
-            for s in splits:
-                sp = result["splits"][s]
-                row += (f"{_pct(sp['generated'].get('attributes', {}).get(k)):>{cw}}"
-                        f"{_pct(sp['real'].get('attributes', {}).get(k)):>{cw}}")
-            lines.append(row)
-
-    def row(name, get):
-        vals = []
-        for s in splits:
-            sp = result["splits"][s]
-            vals += [get(sp, "generated"), get(sp, "real")]
-        if all(v == "-" for v in vals):
-            return
-        lines.append(f"{name:<16}" + "".join(f"{v:>{cw}}" for v in vals))
-
-    def dig(d, *keys):
-        for k in keys:
-            if not isinstance(d, dict) or d.get(k) is None:
-                return None
-            d = d[k]
-        return d
-
-    row("FID-SF", lambda sp, side: _num(dig(sp, side, "fid_sf")))
-    row("KID-SF (x1e3)", lambda sp, side: _num(dig(sp, side, "kid_sf", "mean"), scale=1e3))
-    row("FID (Incept.)", lambda sp, side: _num(dig(sp, "inception", side, "fid")))
-    row("KID (x1e3)", lambda sp, side: _num(dig(sp, "inception", side, "kid", "mean"), scale=1e3))
-    row("IS", lambda sp, side: _num(dig(sp, "inception", side, "is", "mean"), ".2f"))
-    row("R-precision", lambda sp, side: _pct({"accuracy": dig(sp, side, "r_precision", "mean")}))
-    row("CLIP score", lambda sp, side: _num(dig(sp, side, "clip_score", "mean"), ".2f"))
-    row("CLIP R-prec.", lambda sp, side: _pct({"accuracy": dig(sp, side, "clip_r_precision", "mean")}))
-    row("diversity", lambda sp, side: _num(dig(sp, side, "diversity", "mean")))
-    # retrieval (emoji): generated column = hit rate, real column = chance level (no real ceiling)
-    has_retrieval = any(dig(result["splits"][s], "generated", "retrieval") for s in splits)
-
-    def ret(*keys, chance):
-        def get(sp, side):
-            r = dig(sp, "generated", "retrieval")
-            if r is None:
-                return "-"
-            v = dig(r, *keys) if side == "generated" else dig(r, *chance)
-            return "-" if v is None else (f"{100 * v:.1f}%" if side == "generated" else f"({100 * v:.1f}%)")
-        return get
-
-    if has_retrieval:
-        row("NN hit@1", ret("hit@1", chance=("chance@1",)))
-        row("NN hit@5", ret("hit@5", chance=("chance@5",)))
-        names = []
-        for s in splits:
-            for k in (dig(result["splits"][s], "generated", "retrieval", "groups") or {}):
-                if k not in names:
-                    names.append(k)
-        for k in names:
-            row(f"NN {k}@1", ret("groups", k, "hit@1", chance=("groups", k, "chance")))
-    counts = "; ".join(f"{s}: {result['splits'][s]['n_samples']} samples, {result['splits'][s]['n_images']} real images, "
-                       f"{result['splits'][s].get('n_train_reference', 0)} train reference" for s in splits)
-    fe = result.get("feature_extractor") or {}
-    inc = result.get("inception") or {}
-    lines.append(f"({counts}; 'real' = same captions on real images / real train vs real split; "
-                 f"features: {fe.get('dir')} sha256 {str(fe.get('weights_sha256'))[:12]}"
-                 + (f"; Inception sha256 {str(inc.get('weights_sha256'))[:12]}" if inc else "")
-                 + (f"; CLIP sha256 {str(result['clip'].get('weights_sha256'))[:12]}"
-                    if isinstance(result.get("clip"), dict) else "") + ")")
-    for s in splits:
-        v = result["splits"][s].get("vocabulary")
-        if v and v["with_unknown_words"]:
-            lines.append(f"note: {s}: {v['with_unknown_words']} of {v['captions']} captions have words outside the "
-                         f"model's vocabulary ({100 * v['dropped_word_fraction']:.1f}% of words dropped); "
-                         f"{v['no_known_word']} have no known word (generated from the empty caption)")
-    if has_retrieval:
-        lines.append("note: NN rows: nearest-neighbour retrieval of the caption's own image among the split's real "
-                     "images (evaluator features, cosine); the 'real' column holds the chance level, in brackets")
-    for n in result.get("notes", []):
-        lines.append(f"note: {n}")
-    return "\n".join(lines)

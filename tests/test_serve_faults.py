@@ -339,7 +339,11 @@ def test_openapi_lists_the_responses_given(tiny_dfgan):
     pipe = Pipeline.from_pretrained(tiny_dfgan)
     want = {("/v1/generate", "post"): {"200", "400", "401", "404", "406", "408", "413", "422", "500", "503", "504"},
             ("/v1/interpolate", "post"): {"200", "400", "401", "404", "408", "413", "422", "500", "503", "504"},
-            ("/v1/models", "get"): {"200", "401"}, ("/healthz", "get"): {"200"}}
+            ("/v1/models", "get"): {"200", "401"}, ("/healthz", "get"): {"200"},
+            # SRNet's routes (an SRNet model need not be served for them to exist): the same middleware
+            # (400, 401, 408, 413, 422) and the handler's 404 / 500
+            ("/v1/edit", "post"): {"200", "400", "401", "404", "408", "413", "422", "500"},
+            ("/v1/editors", "get"): {"200", "401"}}
     for token in (TOKEN, None):
         app = create_app({"tiny": pipe}, Settings(token=token, docs=True))
         try:

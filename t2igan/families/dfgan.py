@@ -148,7 +148,7 @@ class DFGANStep(StepBase):
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         self.step_now = step
-        o, W, P = self.cfg.optim, self.world, self.precision
+        W, P = self.world, self.precision
         imgs = batch.images[-1]
         words, sent, mask = self.text.batch(batch)  # frozen, in eval mode, no gradient
         B = imgs.size(0)  # this process's share of the global batch

@@ -6,7 +6,8 @@ record and one line here.
 from __future__ import annotations
 
 from t2igan import T2IError
-from t2igan.families import attngan, damsm, dfgan, distill, evaluator, gan_int_cls, mirrorgan, sje, stackgan, stackganpp
+from t2igan.families import (attngan, damsm, dfgan, distill, evaluator, gan_int_cls, hdgan, inception_domain,
+                             mirrorgan, sje, srnet, stackgan, stackgan_tf, stackganpp)
 from t2igan.families.base import Family
 
 FAMILIES: list[Family] = [
@@ -15,12 +16,16 @@ FAMILIES: list[Family] = [
     gan_int_cls.FAMILY,
     stackgan.FAMILY,
     stackganpp.FAMILY,
+    hdgan.FAMILY,
+    stackgan_tf.FAMILY,
     attngan.FAMILY,
     mirrorgan.STREAM,
     mirrorgan.FAMILY,
     sje.FAMILY,
     distill.FAMILY,
     evaluator.FAMILY,
+    srnet.FAMILY,
+    inception_domain.FAMILY,
 ]
 
 

@@ -179,10 +179,12 @@ def test_hang_up_mid_batch_costs_at_most_the_running_pass(tiny_dfgan):
 
 
 def test_timed_out_requests_are_not_computed(tiny_dfgan):
-    """8 requests of one pass each, --timeout 1.3 s, passes of 0.5 s: two are answered; the third would
+    """8 requests of one pass each, --timeout 2.5 s, passes of 1 s: two are answered; the third would
     finish after its deadline at the pace of the passes so far, so it is not started (504 at once), and
-    the rest leave the queue when they answer 504. Nothing is computed for a request that got 504."""
-    delay, timeout = 0.5, 1.3
+    the rest leave the queue when they answer 504. Nothing is computed for a request that got 504.
+    (Half a pass of margin on each side: the second ends ~0.5 s before its deadline, the third would
+    end ~0.5 s after it, so a slow machine does not move a request across the line.)"""
+    delay, timeout = 1.0, 2.5
     with serving(tiny_dfgan, delay=delay, timeout_s=timeout) as srv:
         codes, barrier = [], threading.Barrier(8)
 

@@ -91,8 +91,13 @@ def test_features_equal_torch_fidelity_and_pytorch_fid(inception_file, ours, fea
     with torch.no_grad():
         pf_pool = pf(inp)[0].squeeze(-1).squeeze(-1)
     assert torch.allclose(f["2048"], pf_pool, rtol=1e-4, atol=1e-4 * float(pf_pool.abs().max()))
-    # float input in [0, 1] is rounded to uint8 first
-    assert torch.equal(ours.features(x[:4].float() / 255)["2048"], f["2048"][:4])
+    # float input in [0, 1] is rounded to uint8 first: the same 4 images as uint8 and as float, in one
+    # setting (the 20-image features above may come from another batch size / thread count, whose
+    # float reductions differ in the last bits)
+    with torch.no_grad():
+        as_float, as_uint8 = ours.features(x[:4].float() / 255)["2048"], ours.features(x[:4])["2048"]
+    assert torch.equal(as_float, as_uint8)
+    torch.testing.assert_close(as_uint8, f["2048"][:4], rtol=1e-4, atol=1e-4 * float(as_uint8.abs().max()))
 
 
 @pytest.mark.slow
@@ -133,9 +138,11 @@ def test_folder_scores_match_torch_fidelity(tmp_path, inception_file):
                                           kid_subset_size=12, kid_subsets=1, isc_splits=1, cache=False, verbose=False,
                                           feature_extractor_weights_path=str(inception_file), samples_find_ext="png")
     assert res["fid"] > 1.0
-    assert math.isclose(res["fid"], tf["frechet_inception_distance"], rel_tol=1e-6)
-    assert math.isclose(res["kid"]["mean"], tf["kernel_inception_distance_mean"], abs_tol=1e-6)
-    assert math.isclose(res["is"]["mean"], tf["inception_score_mean"], rel_tol=1e-6) and res["is"]["mean"] > 1.0001
+    assert math.isclose(res["fid"], tf["frechet_inception_distance"], rel_tol=1e-5)
+    # KID of 12 vs 12 images is ~3e-4 here; the two feature passes agree to float rounding, which moves
+    # it by ~1e-6 (thread count / batch size), while a formula error would move it by its own size
+    assert math.isclose(res["kid"]["mean"], tf["kernel_inception_distance_mean"], abs_tol=1e-5)
+    assert math.isclose(res["is"]["mean"], tf["inception_score_mean"], rel_tol=1e-5) and res["is"]["mean"] > 1.0001
     assert res["feature_extractor"]["weights_sha256"] and res["reference_cache"]["hit"] is False
     assert "note" in res  # fewer than 2048 samples is flagged
     again = score_folders(gen, ref, inception_file, cache_dir=tmp_path / "cache", progress=False, **kw)

@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+THREADS = min(2, os.cpu_count() or 1)
+torch.set_num_threads(THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _same_threads_for_every_test():
+    """A test (or a trainer it runs: train.threads) that sets torch's thread count does not carry it into
+    the next test: float reductions, and so the last bits of outputs, depend on it."""
+    yield
+    torch.set_num_threads(THREADS)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from t2igan import T2IError
 from t2igan.convert.base import (Component, Converted, Converter, KeyTable, Report, Source, assign, choice,
-                                 count_prefixed, positive_int, shape_of, state_keys, take_options, unwrap)
+                                 count_prefixed, positive_int, shape_of, state_keys, take_options)
 from t2igan.data.text import Vocabulary
 from t2igan.models import attngan
 from t2igan.models.damsm_inception import KIND as INCEPTION_KIND
@@ -63,9 +63,7 @@ def damsm_text(src: Source, caps: Source, opts: dict, rep: Report) -> DAMSMCapti
     words = info["words"]
     rep.files[caps.name] = f"captions.pickle ({len(info['train'])} train / {len(info['test'])} test captions)"
     rep.vocab_size = len(words)
-    state, wrappers, left = unwrap(src.obj, src.path)
-    rep.wrappers += [f"{src.name}: {w}" for w in wrappers]
-    rep.ignored += [f"{src.name}: {k}" for k in left]
+    state = rep.unwrap(src)
     ntoken, ninput = shape_of(state, "encoder.weight", src.name, TEXT_WHAT, ndim=2)
     gates, half = shape_of(state, "rnn.weight_hh_l0", src.name, TEXT_WHAT, ndim=2)
     if gates != 4 * half:
@@ -91,9 +89,7 @@ def damsm_text(src: Source, caps: Source, opts: dict, rep: Report) -> DAMSMCapti
 
 def damsm_image(src: Source, opts: dict, rep: Report, nef: int) -> Component:
     """The official Inception-v3 ``CNN_ENCODER`` of ``src`` as the ``image_encoder/`` component."""
-    state, wrappers, left = unwrap(src.obj, src.path)
-    rep.wrappers += [f"{src.name}: {w}" for w in wrappers]
-    rep.ignored += [f"{src.name}: {k}" for k in left]
+    state = rep.unwrap(src)
     got = shape_of(state, "emb_cnn_code.weight", src.name, IMAGE_WHAT, ndim=2)[0]
     if got != nef:
         raise T2IError(f"{src.name}: the image encoder gives {got}-d codes but the text encoder {nef}-d ones")
@@ -140,9 +136,7 @@ def build_tree(sources: list[Source], options: dict, family: str, title: str, mo
                    title=title, usage=usage)
     rep = Report(family, title)
     g_src = roles["generator"]
-    state, wrappers, left = unwrap(g_src.obj, g_src.path, prefer=("netG",))
-    rep.wrappers += [f"{g_src.name}: {w}" for w in wrappers]
-    rep.ignored += [f"{g_src.name}: {k}" for k in left]
+    state = rep.unwrap(g_src, prefer=("netG",))
     other = "MirrorGAN" if family == "attngan" else "AttnGAN"
     if (marker in state) != (family == "mirrorgan") and count_prefixed(state, r"h_net(\d+)\.") > 1:
         raise T2IError(f"{g_src.name}: this is the generator of {other}, not {title} "

@@ -256,6 +256,14 @@ class Report:
     def __str__(self) -> str:
         return "\n".join(self.lines())
 
+    def unwrap(self, src: Source, prefer: Sequence[str] = ()) -> StateDict:
+        """The state dict inside ``src`` (:func:`unwrap`); the wrappers it went through and the keys it
+        left beside the state dict are recorded here."""
+        state, wrappers, left = unwrap(src.obj, src.path, prefer)
+        self.wrappers += [f"{src.name}: {w}" for w in wrappers]
+        self.ignored += [f"{src.name}: {k}" for k in left]
+        return state
+
 
 # ----------------------------------------------------------------------------- sources
 @dataclass

@@ -23,7 +23,7 @@ from __future__ import annotations
 from t2igan import T2IError
 from t2igan.convert.attngan import DAMSM_OPTIONS, damsm_image, damsm_text, is_captions, is_image_encoder, is_text_encoder
 from t2igan.convert.base import (Converted, Converter, KeyTable, Report, Source, assign, count_prefixed, shape_of,
-                                 state_keys, take_options, unwrap)
+                                 state_keys, take_options)
 from t2igan.models.dfgan import NetG
 
 WHAT = "a DF-GAN generator (NetG: fc, GBlocks.*, to_rgb)"
@@ -52,9 +52,7 @@ def build(sources: list[Source], options: dict) -> Converted:
                    required=("generator", "text_encoder", "captions"), title="DF-GAN", usage=USAGE)
     rep = Report("dfgan", "DF-GAN")
     src = roles["generator"]
-    state, wrappers, left = unwrap(src.obj, src.path, prefer=("netG",))
-    rep.wrappers += [f"{src.name}: {w}" for w in wrappers]
-    rep.ignored += [f"{src.name}: {k}" for k in left]
+    state = rep.unwrap(src, prefer=("netG",))
     text = damsm_text(roles["text_encoder"], roles["captions"], opts, rep)
     cfg = generator_config(state, src.name)
     if cfg["cond_dim"] != text.nef:

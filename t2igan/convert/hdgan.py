@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from t2igan import T2IError
 from t2igan.convert.base import (Component, Converted, Converter, KeyTable, Report, Source, assign, count_prefixed,
-                                 shape_of, state_keys, take_options, unwrap)
+                                 shape_of, state_keys, take_options)
 from t2igan.convert.stackgan import TEXT_OPTIONS, TEXT_USAGE, char_text, is_text
 from t2igan.models.hdgan import Discriminator, Generator
 
@@ -86,9 +86,7 @@ def build(sources: list[Source], options: dict) -> Converted:
                    required=("generator", "text"), title="HDGAN", usage=USAGE)
     rep = Report("hdgan", "HDGAN")
     src = roles["generator"]
-    state, wrappers, left = unwrap(src.obj, src.path)
-    rep.wrappers += [f"{src.name}: {w}" for w in wrappers]
-    rep.ignored += [f"{src.name}: {k}" for k in left]
+    state = rep.unwrap(src)
     cfg = generator_config(state, src.name)
     g = Generator(**cfg)
     rep.files[src.name] = f"HDGAN generator (side outputs {', '.join(map(str, cfg['side_output_at']))} px)"
@@ -98,9 +96,7 @@ def build(sources: list[Source], options: dict) -> Converted:
     components = []
     if "discriminator" in roles:
         ds = roles["discriminator"]
-        dstate, dwrap, dleft = unwrap(ds.obj, ds.path)
-        rep.wrappers += [f"{ds.name}: {w}" for w in dwrap]
-        rep.ignored += [f"{ds.name}: {k}" for k in dleft]
+        dstate = rep.unwrap(ds)
         dcfg = discriminator_config(dstate, ds.name)
         if dcfg["sent_dim"] != cfg["sent_dim"]:
             raise T2IError(f"{ds.name}: the discriminator reads {dcfg['sent_dim']}-d sentences, the generator "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from t2igan import T2IError
 from t2igan.convert.base import (Converted, Converter, KeyTable, Report, Source, assign, count_prefixed, positive_int,
-                                 shape_of, state_keys, take_options, unwrap)
+                                 shape_of, state_keys, take_options)
 from t2igan.models.stackgan import STAGE1_G, STAGE2_G
 from t2igan.text.char_cnn_rnn import DOC_LENGTH
 
@@ -133,10 +133,8 @@ def build(sources: list[Source], options: dict) -> Converted:
     roles = assign(sources, {"generator": is_generator, "text": is_text}, required=("generator", "text"),
                    title="StackGAN", usage=USAGE)
     src = roles["generator"]
-    state, wrappers, left = unwrap(src.obj, src.path)
     rep = Report("stackgan", "StackGAN (StackGAN-Pytorch)")
-    rep.wrappers += [f"{src.name}: {w}" for w in wrappers]
-    rep.ignored += [f"{src.name}: {k}" for k in left]
+    state = rep.unwrap(src)
     stage = _stage(state)
     if stage == 1:
         cfg = stage1_config(state, src.name)

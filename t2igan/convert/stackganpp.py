@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from t2igan import T2IError
 from t2igan.convert.base import (Converted, Converter, KeyTable, Report, Source, assign, count_prefixed, shape_of,
-                                 state_keys, take_options, unwrap)
+                                 state_keys, take_options)
 from t2igan.convert.stackgan import TEXT_OPTIONS, TEXT_USAGE, char_text, is_text
 from t2igan.models.stackganpp import G_NET
 
@@ -60,10 +60,8 @@ def build(sources: list[Source], options: dict) -> Converted:
     roles = assign(sources, {"generator": is_generator, "text": is_text}, required=("generator", "text"),
                    title="StackGAN-v2", usage=USAGE)
     src = roles["generator"]
-    state, wrappers, left = unwrap(src.obj, src.path)
     rep = Report("stackganpp", "StackGAN-v2 / StackGAN++")
-    rep.wrappers += [f"{src.name}: {w}" for w in wrappers]
-    rep.ignored += [f"{src.name}: {k}" for k in left]
+    state = rep.unwrap(src)
     cfg = generator_config(state, src.name)
     g = G_NET(**cfg)
     rep.files[src.name] = f"StackGAN-v2 generator ({', '.join(str(s) for s in g.stage_sizes)} px)"

@@ -45,10 +45,14 @@ class Vocabulary:
         counts = Counter(w for c in captions for w in tokenize(c))
         return cls([PAD] + sorted(w for w, n in counts.items() if n >= min_count))
 
+    def tokenize(self, caption: str) -> list[str]:
+        """The words of ``caption`` as this vocabulary splits them (a subclass may tokenise otherwise)."""
+        return tokenize(caption)
+
     def encode(self, caption: str) -> tuple[list[int], list[str]]:
         """Token ids of the known words, and the unknown words that were dropped."""
         ids, unknown = [], []
-        for w in tokenize(caption):
+        for w in self.tokenize(caption):
             i = self.index.get(w)
             if i is None:
                 unknown.append(w)

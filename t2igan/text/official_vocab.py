@@ -56,15 +56,8 @@ class OfficialVocabulary(Vocabulary):
         self.long_captions = long_captions  # "cut" (to max_words) or "keep" (official sampling)
         self.last_long: list[tuple[int, int]] = []
 
-    def encode(self, caption: str) -> tuple[list[int], list[str]]:
-        ids, unknown = [], []
-        for w in official_tokenize(caption):
-            i = self.index.get(w)
-            if i is None:
-                unknown.append(w)
-            else:
-                ids.append(i)
-        return ids, unknown
+    def tokenize(self, caption: str) -> list[str]:
+        return official_tokenize(caption)
 
     def batch(self, captions, max_words: int, strict: bool = False, empty: str = "error"):
         """As :meth:`Vocabulary.batch`; with ``long_captions="keep"`` the tokens are as wide as the

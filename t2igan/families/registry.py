@@ -6,8 +6,9 @@ record and one line here.
 from __future__ import annotations
 
 from t2igan import T2IError
-from t2igan.families import (attngan, damsm, dfgan, distill, evaluator, gan_int_cls, hdgan, inception_domain,
-                             mirrorgan, sje, srnet, stackgan, stackgan_tf, stackganpp)
+from t2igan.families import (attngan, damsm, dfgan, distill, evaluator, galip, gan_int_cls, hdgan, inception_domain,
+                             lafite, mirrorgan, sje, srnet, stackgan, stackgan_tf, stackganpp)
+from t2igan.families import clip as clip_family
 from t2igan.families.base import Family
 
 FAMILIES: list[Family] = [
@@ -26,10 +27,10 @@ FAMILIES: list[Family] = [
     evaluator.FAMILY,
     srnet.FAMILY,
     inception_domain.FAMILY,
+    clip_family.FAMILY,
+    galip.FAMILY,
+    lafite.FAMILY,
 ]
-from t2igan.families import clip as clip_family; FAMILIES.append(clip_family.FAMILY)  # ISSUE17-clip
-from t2igan.families import galip; FAMILIES.append(galip.FAMILY)  # ISSUE17-galip
-from t2igan.families import lafite; FAMILIES.append(lafite.FAMILY)  # ISSUE17-lafite
 
 
 def tasks() -> dict[str, type]:

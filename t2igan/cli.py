@@ -299,49 +299,10 @@ def build_embed_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(a) -> None:
-    """The main job on built-in defaults: SynthFlowers -> DAMSM -> DF-GAN -> sample images."""
-    from t2igan.config import load_config
-    from t2igan.data.synth import write_synthflowers
-    from t2igan.pipeline import Pipeline
-    from t2igan.train.run import build_training
+    """The main job on built-in defaults (t2igan/demo.py): SynthFlowers -> CLIP -> LAFITE -> sample images."""
+    from t2igan.demo import run_demo
 
-    out = Path(a.out)
-    data = out / "synthflowers64"
-    if not (data / "dataset.json").is_file():
-        print(f"[1/4] writing SynthFlowers ({a.n} images, 64x64) to {data}")
-        write_synthflowers(data, n=a.n, size=64, seed=0, progress=True)
-    else:
-        print(f"[1/4] using SynthFlowers at {data}")
-    stages = [
-        ("damsm", out / "damsm", [f"train.max_steps={a.damsm_steps}", "train.batch_size=32", "image.width=16",
-                                 "train.threads=0", "train.ckpt_every=0"]),
-        # the CPU preset of configs/dfgan_synth64.yaml: widths 16, DAMSM loss on G, batch 16, lr_g 4e-4
-        ("dfgan", out / "dfgan", [f"train.max_minutes={a.minutes}", "train.max_steps=1000000", "model.ngf=16",
-                                 "model.ndf=16", f"text_encoder={out / 'damsm'}", "loss.damsm_lambda=5.0",
-                                 "loss.damsm_decay_steps=2000", "loss.damsm_lambda_end=2.0",
-                                 "train.batch_size=16", "optim.lr_g=4e-4", "train.sample_every=100",
-                                 "train.ckpt_every=200"]),
-    ]
-    for n, (task, run, extra) in enumerate(stages, 2):
-        if (run / "pipeline" / "model_index.json").is_file():
-            print(f"[{n}/4] {task}: using the trained run in {run}")
-            continue
-        print(f"[{n}/4] training {task} -> {run}")
-        cfg = load_config(None, [f"data.root={data}", f"train.out_dir={run}", *extra], task=task)
-        # a demo stage killed before its first export left outputs but no model: train it again
-        s = build_training(cfg, resume=False, overwrite=run.is_dir() and any(run.iterdir())).fit()
-        print(f"      {s['step']} steps in {s['wall_seconds']:.0f} s ({s['images_per_s']:.1f} images/s)")
-    pipe = Pipeline.from_pretrained(out / "dfgan")
-    caps = ["this flower has red petals and a yellow center", "a flower with thin blue petals",
-            "the petals of this flower are white and the middle is black", "a large orange flower with five round petals"]
-    from torchvision.utils import save_image
-
-    path = out / "samples.png"
-    save_image(pipe.generate(caps, seed=0, n=4), path, nrow=4)
-    (out / "samples.txt").write_text("one row per caption:\n" + "\n".join(caps) + "\n", encoding="utf-8")
-    print(f"[4/4] samples for {len(caps)} captions (one row each) written to {path}")
-    print(f"      training grids: {out / 'dfgan' / 'samples'}; model: {out / 'dfgan' / 'pipeline'}")
-    print(f"      try: t2igan sample {out / 'dfgan'} \"this flower has pink petals\" -n 4 -o pink.png")
+    run_demo(a.out, n=a.n, clip_minutes=a.clip_minutes, minutes=a.minutes)
 
 
 # ----------------------------------------------------------------------------- style transfer, SRNet
@@ -395,11 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="t2igan", description="Text-to-image synthesis with GANs.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    dm = sub.add_parser("demo", help="the main job on built-in defaults: SynthFlowers, DAMSM, DF-GAN, samples")
+    dm = sub.add_parser("demo", help="the main job on built-in defaults: SynthFlowers, a small CLIP, LAFITE, samples")
     dm.add_argument("--out", default="runs/demo")
-    dm.add_argument("--n", type=int, default=3000, help="SynthFlowers images to write")
-    dm.add_argument("--damsm-steps", type=int, default=150)
-    dm.add_argument("--minutes", type=float, default=4.0, help="DF-GAN training time")
+    dm.add_argument("--n", type=int, default=6000, help="SynthFlowers images to write")
+    dm.add_argument("--clip-minutes", type=float, default=2.5, help="CLIP training time")
+    dm.add_argument("--minutes", type=float, default=6.0, help="LAFITE training time")
     dm.set_defaults(func=cmd_demo)
 
     d = sub.add_parser("data", help="make or check datasets").add_subparsers(dest="data_command", required=True)

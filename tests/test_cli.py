@@ -6,15 +6,15 @@ from t2igan.cli import main
 
 def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--n", "80", "--damsm-steps", "2", "--minutes", "0.02"]) == 0
+    assert main(["demo", "--out", str(out), "--n", "120", "--clip-minutes", "0.02", "--minutes", "0.02"]) == 0
     text = capsys.readouterr().out
     assert f"written to {out / 'samples.png'}" in text
     im = Image.open(out / "samples.png")
     assert im.size == (4 * 64 + 5 * 2, 4 * 64 + 5 * 2)  # 4 captions x 4 images, 64 px, 2 px padding
     # a second call reuses the data and both trained runs
-    assert main(["demo", "--out", str(out), "--n", "80"]) == 0
+    assert main(["demo", "--out", str(out), "--n", "120"]) == 0
     again = capsys.readouterr().out
-    assert "using SynthFlowers" in again and "damsm: using the trained run" in again and "dfgan: using the trained run" in again
+    assert "using SynthFlowers" in again and "clip: using the trained run" in again and "lafite: using the trained run" in again
 
 
 def test_data_synth_refuses_to_overwrite(tmp_path, capsys):

@@ -426,7 +426,9 @@ def test_cli_serve(tiny_dfgan, tmp_path, monkeypatch, capsys):
     assert seen["app"].state.settings.token == "x"
     # the demo model is served when no model is named
     (tmp_path / "runs" / "demo").mkdir(parents=True)
-    (tmp_path / "runs" / "demo" / "dfgan").symlink_to(tiny_dfgan, target_is_directory=True)
+    from t2igan.demo import DEMO_MODEL
+
+    (tmp_path / DEMO_MODEL).symlink_to(tiny_dfgan, target_is_directory=True)  # any family's folder is served
     assert main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 0
     out = capsys.readouterr().out
     assert "serving demo (dfgan, 32px)" in out and "without a token" in out

@@ -1,6 +1,6 @@
 """The t2igan server: a FastAPI app with an OpenAPI spec and one web page.
 
-    app = create_app({"flowers": "runs/demo/dfgan"}, Settings(token="s3cret"))
+    app = create_app({"flowers": "runs/demo/lafite"}, Settings(token="s3cret"))
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
 Endpoints: ``POST /v1/generate``, ``POST /v1/interpolate``, ``GET /v1/models``, ``GET /healthz``,

@@ -4,16 +4,14 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import socket
-from pathlib import Path
 
 from t2igan import T2IError
-
-DEMO_MODEL = Path("runs/demo/dfgan")
+from t2igan.demo import DEMO_MODEL  # noqa: F401  (the model the README's main job writes; light import)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="*", metavar="MODEL",
-                   help="run or pipeline folders, or NAME=FOLDER (default: the demo model runs/demo/dfgan)")
+                   help=f"run or pipeline folders, or NAME=FOLDER (default: the demo model {DEMO_MODEL})")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token", default=None,

@@ -359,8 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="the main job on built-in defaults: SynthFlowers, a small CLIP, LAFITE, samples")
     dm.add_argument("--out", default="runs/demo")
     dm.add_argument("--n", type=int, default=6000, help="SynthFlowers images to write")
-    dm.add_argument("--clip-minutes", type=float, default=2.5, help="CLIP training time")
-    dm.add_argument("--minutes", type=float, default=6.0, help="LAFITE training time")
+    dm.add_argument("--clip-minutes", type=float, default=2.0, help="CLIP training time")
+    dm.add_argument("--minutes", type=float, default=5.5, help="LAFITE training time")
     dm.set_defaults(func=cmd_demo)
 
     d = sub.add_parser("data", help="make or check datasets").add_subparsers(dest="data_command", required=True)

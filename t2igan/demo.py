@@ -32,7 +32,7 @@ def stages(out: Path, data: Path, clip_minutes: float, minutes: float) -> list[t
     ]
 
 
-def run_demo(out: str | Path = "runs/demo", n: int = 6000, clip_minutes: float = 2.5, minutes: float = 6.0,
+def run_demo(out: str | Path = "runs/demo", n: int = 6000, clip_minutes: float = 2.0, minutes: float = 5.5,
              progress: bool = True) -> Path:
     """Train the demo's stages into ``out`` and write ``out/samples.png``; returns its path."""
     from torchvision.utils import save_image

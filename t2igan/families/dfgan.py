@@ -177,25 +177,14 @@ class DFGANStep(StepBase):
             if W.size == 1:
                 pred_mis = pred_mis.roll(-1, 0)  # the official order: row i pairs image i+1, caption i
             self.watch(pred_real, pred_fake)
-            if kind == "hinge":
-                d_real = dfgan.hinge_d(pred_real.float(), True)
-                d_mis = dfgan.hinge_d(pred_mis.float(), False)
-                d_fake = dfgan.hinge_d(pred_fake.float(), False)
-            else:
-                d_real, d_mis, d_fake = (go.adversarial(kind, x, r) for x, r in
-                                         ((pred_real, "real"), (pred_mis, "fake"), (pred_fake, "fake")))
             gp = self.d_penalty(pred_real, imgs, fake, sent)
-            d_loss = d_real + (d_fake + d_mis) / 2.0
-            if gp is not None:
-                d_loss = d_loss + gp
+            d_loss, logs = go.matching_aware_d(kind, pred_real, pred_mis, pred_fake, gp,
+                                               "ma_gp" if self.loss_kind == "ma-gp" else "d_penalty")
             self.optimizers["D"].zero_grad(set_to_none=True)
             # gradients of the D/C parameters only: no gradient into the real images and the
             # sentence (leaves here only for the MA-GP), whose input convolution backward is wasted work
             P.scale(d_loss).backward(inputs=self.d_params)
             self.apply_update("D")
-            logs = {"d_loss": d_loss.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach(),
-                    "d_mis": d_mis.detach(), **({"ma_gp" if self.loss_kind == "ma-gp" else "d_penalty": gp.detach()}
-                                                 if gp is not None else {})}
         if not self.updates("G", step):
             P.update()
             return {**logs, **self.monitor_logs()}

@@ -215,23 +215,12 @@ class GALIPStep(StepBase):
                 pred_mis = self.netC(real_h, sent.roll(-1, 0))  # official: image i with caption i + 1
                 pred_fake = self.netC(self.netD(fake_f.detach()), sent)
             self.watch(pred_real, pred_fake)
-            if kind == "hinge":
-                d_real = dfgan.hinge_d(pred_real.float(), True)
-                d_mis = dfgan.hinge_d(pred_mis.float(), False)
-                d_fake = dfgan.hinge_d(pred_fake.float(), False)
-            else:
-                d_real, d_mis, d_fake = (go.adversarial(kind, x, r) for x, r in
-                                         ((pred_real, "real"), (pred_mis, "fake"), (pred_fake, "fake")))
             gp = self.d_penalty(pred_real, real_f, fake_f.detach().float(), sent_gp)
-            d_loss = d_real + (d_fake + d_mis) / 2.0
-            if gp is not None:
-                d_loss = d_loss + gp
+            d_loss, logs = go.matching_aware_d(kind, pred_real, pred_mis, pred_fake, gp,
+                                               "ma_gp" if self.loss_kind == "ma-gp" else "d_penalty")
             self.optimizers["D"].zero_grad(set_to_none=True)
             self.backward(d_loss, inputs=self.d_params)
             self.apply_update("D")
-            logs = {"d_loss": d_loss.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach(),
-                    "d_mis": d_mis.detach(), **({"ma_gp" if self.loss_kind == "ma-gp" else "d_penalty": gp.detach()}
-                                                 if gp is not None else {})}
         if not g_up:
             P.update()
             return {**logs, **self.monitor_logs()}

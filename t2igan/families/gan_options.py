@@ -97,6 +97,21 @@ def adversarial(kind: str, logits: torch.Tensor, role: str) -> torch.Tensor:
     raise ValueError(kind)
 
 
+def matching_aware_d(kind: str, pred_real, pred_mis, pred_fake, penalty, penalty_name: str):
+    """D's loss of a matching-aware GAN (DF-GAN, GALIP): real pairs + (fakes + mismatched pairs) / 2
+    (+ the gradient penalty), each term ``adversarial(kind, ...)`` (hinge: the official one).
+    Returns (d_loss, logs)."""
+    d_real, d_mis, d_fake = (adversarial(kind, x, r) for x, r in
+                             ((pred_real, "real"), (pred_mis, "fake"), (pred_fake, "fake")))
+    d_loss = d_real + (d_fake + d_mis) / 2.0
+    if penalty is not None:
+        d_loss = d_loss + penalty
+    logs = {"d_loss": d_loss.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach(), "d_mis": d_mis.detach()}
+    if penalty is not None:
+        logs[penalty_name] = penalty.detach()
+    return d_loss, logs
+
+
 def per_image(out) -> torch.Tensor:
     """A critic's outputs (a tensor or a tuple of heads, each (B,) or (B, ...)) as one score per image (B,)."""
     heads = out if isinstance(out, (tuple, list)) else (out,)

@@ -227,6 +227,22 @@ class StepBase:
         return None
 
 
+@torch.no_grad()
+def sample_sentences(g: nn.Module, sent: torch.Tensor, nz: int, seed: int, n: int) -> torch.Tensor:
+    """The training grids' images of a ``forward(z, sent)`` generator: ``n`` per sentence vector, noise
+    drawn on the CPU from ``seed`` (same seed, same images on any device), ``g`` in eval mode for the
+    call and back in its mode after."""
+    was = g.training
+    g.eval()
+    try:
+        dev = next(g.parameters()).device
+        sent = sent.to(dev).repeat_interleave(n, 0)
+        noise = torch.randn(sent.size(0), nz, generator=torch.Generator().manual_seed(seed)).to(dev)
+        return g(noise, sent)
+    finally:
+        g.train(was)
+
+
 def adam(params, lr: float, o, impl: str = "default") -> torch.optim.Adam:
     """Adam of the ``optim`` section with the implementation chosen by ``train.adam``: ``default``
     (torch's choice: a per-parameter loop on CPU, foreach on CUDA), ``foreach`` or ``fused``."""

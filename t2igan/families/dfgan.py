@@ -18,7 +18,7 @@ from t2igan.core.folder import write_model_index
 from t2igan.data.dataset import Batch
 from t2igan.data.text import Vocabulary
 from t2igan.families import gan_options as go
-from t2igan.families.base import SWITCHES, Family, StepBase, adam, generator_kind, text_side
+from t2igan.families.base import SWITCHES, Family, StepBase, adam, generator_kind, sample_sentences, text_side
 from t2igan.families.gan_options import GANOptions
 from t2igan.models import dfgan
 from t2igan.text import damsm
@@ -219,16 +219,8 @@ class DFGANStep(StepBase):
 
     @torch.no_grad()
     def sample(self, captions, seed, n, ema):
-        g = ema if ema is not None else self.netG
-        was = g.training
-        g.eval()
         _, sent, _ = self.text.captions(captions)
-        sent = sent.to(next(g.parameters()).device).repeat_interleave(n, 0)
-        gen = torch.Generator().manual_seed(seed)
-        noise = torch.randn(sent.size(0), self.cfg.model.nz, generator=gen).to(sent.device)
-        out = g(noise, sent)
-        g.train(was)
-        return out
+        return sample_sentences(ema if ema is not None else self.netG, sent, self.cfg.model.nz, seed, n)
 
     def export(self, directory: Path, ema) -> None:
         save_encoder_dir(directory, self.text_encoder)

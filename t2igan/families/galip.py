@@ -31,7 +31,7 @@ from t2igan.core.folder import write_model_index
 from t2igan.data.dataset import Batch
 from t2igan.data.text import Vocabulary
 from t2igan.families import gan_options as go
-from t2igan.families.base import Family, StepBase, adam, generator_kind, text_side
+from t2igan.families.base import Family, StepBase, adam, generator_kind, sample_sentences, text_side
 from t2igan.families.gan_options import GANOptions
 from t2igan.models import dfgan, galip
 from t2igan.text.conditioning import Conditioning
@@ -240,17 +240,8 @@ class GALIPStep(StepBase):
 
     @torch.no_grad()
     def sample(self, captions, seed, n, ema):
-        g = ema if ema is not None else self.netG
-        was = g.training
-        g.eval()
         _, sent, _ = self.text.captions(captions)
-        dev = next(g.parameters()).device
-        sent = sent.to(dev).float().repeat_interleave(n, 0)
-        gen = torch.Generator().manual_seed(seed)
-        noise = torch.randn(sent.size(0), self.cfg.model.nz, generator=gen).to(dev)
-        out = g(noise, sent)
-        g.train(was)
-        return out
+        return sample_sentences(ema if ema is not None else self.netG, sent.float(), self.cfg.model.nz, seed, n)
 
     def export(self, directory: Path, ema) -> None:
         g = ema if ema is not None else self.netG

@@ -35,7 +35,7 @@ from t2igan.core.config import (
 from t2igan.core.folder import write_model_index
 from t2igan.data.dataset import Batch
 from t2igan.families import gan_options as go
-from t2igan.families.base import Family, StepBase, adam, generator_kind, text_side
+from t2igan.families.base import Family, StepBase, adam, generator_kind, sample_sentences, text_side
 from t2igan.families.gan_options import GANOptions
 from t2igan.models import lafite
 from t2igan.text.conditioning import vocabulary_for
@@ -315,15 +315,7 @@ class LafiteStep(StepBase):
     @torch.no_grad()
     def sample(self, captions, seed, n, ema):
         g = ema if ema is not None else self.G
-        was = g.training
-        g.eval()
-        dev = next(g.parameters()).device
-        sent = self.encoder.encode(list(captions)).sentence.float().to(dev).repeat_interleave(n, 0)
-        gen = torch.Generator().manual_seed(seed)
-        z = torch.randn(sent.size(0), g.z_dim, generator=gen).to(dev)
-        out = g(z, sent)
-        g.train(was)
-        return out
+        return sample_sentences(g, self.encoder.encode(list(captions)).sentence.float(), g.z_dim, seed, n)
 
     def export(self, directory: Path, ema) -> None:
         save_encoder_dir(directory, self.encoder)

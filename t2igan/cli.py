@@ -77,6 +77,8 @@ def cmd_data_check(a) -> None:
         if boxes:
             extra.append(", bounding boxes")
         print(f"{s}: {len(d)} images, {sum(len(c) for c in d.captions)} captions" + "".join(extra))
+        if d.meta.get("dataset") in ("celeba", "celeba-hq", "face2text"):
+            print(f"{s}: sample caption: {d.captions[0][0]}")
     for line in check_image_caches(root):
         print(f"note: {line}", file=sys.stderr)
     for line in problems:

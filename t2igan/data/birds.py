@@ -112,10 +112,16 @@ def load_image_box(path: Path, size: int, bbox) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- detection
 def detect_format(root: str | os.PathLike) -> str | None:
-    """'attngan' | 'stackgan' | 'coco' | 'folder' (any folder.py layout) | None."""
+    """'celeba' | 'celeba-hq' | 'face2text' (faces.py) | 'attngan' | 'stackgan' | 'coco' | 'folder'
+    (any folder.py layout) | None."""
     root = Path(root)
     if not root.is_dir():
         return None
+    from t2igan.data.faces import detect_face_format
+
+    face = detect_face_format(root)  # first: Multi-Modal-CelebA-HQ also has train/filenames.pickle
+    if face is not None:
+        return face
     has_names = any((root / s / "filenames.pickle").is_file() for s in SPLITS)
     if has_names and any((root / c).is_file() for c in CAPTION_PICKLES):
         return "attngan"
@@ -136,6 +142,10 @@ def list_splits(root: str | os.PathLike, fmt: str | None = None) -> list[str]:
     fmt = fmt or detect_format(root)
     if fmt in ("attngan", "stackgan"):
         return [s for s in SPLITS if (root / s / "filenames.pickle").is_file()]
+    from t2igan.data.faces import FACE_FORMATS, face_splits
+
+    if fmt in FACE_FORMATS:
+        return face_splits(root, fmt)
     if fmt == "coco":
         from t2igan.data.coco import find_coco
 
@@ -153,6 +163,10 @@ def load_any(root: str | os.PathLike, split: str = "train") -> CaptionedImages:
     fmt = detect_format(root)
     if fmt in ("attngan", "stackgan"):
         return load_dataset(root, split)
+    from t2igan.data.faces import FACE_FORMATS, load_faces
+
+    if fmt in FACE_FORMATS:
+        return load_faces(root, split, fmt)
     if fmt == "coco":
         from t2igan.data.coco import load_coco
 

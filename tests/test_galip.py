@@ -219,3 +219,28 @@ def test_a_two_layer_clip_reads_two_layers(tiny_data, tmp_path):
     assert tr.task.d_layers == [0, 1] and tr.task.prompt_layers == [1] and len(tr.task.netD.DBlocks) == 1
     logs = tr.task.train_step(tr.to_batch(next(tr.batches()), 0), 0)
     assert all(bool(torch.isfinite(v).all()) for v in logs.values())
+
+
+def test_resume_refuses_a_changed_clip_before_anything_is_written(tiny_data, clip_dir, tmp_path):
+    """The run's CLIP is read from its folder, not checkpointed: its fingerprint is saved with the
+    checkpoint, and --resume with other weights at that path is one line, the run folder untouched."""
+    import shutil
+
+    from t2igan.train.run import train
+
+    clip_copy = tmp_path / "clip"
+    shutil.copytree(clip_dir, clip_copy)
+    out = tmp_path / "run"
+    cfg = galip_config(tiny_data, clip_copy, out, **{"train.max_steps": 1, "train.ckpt_every": 1})
+    train(cfg)
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and ".lock" not in p.name}
+    shutil.rmtree(clip_copy)
+    tiny_clip_dir(tmp_path, seed=1, name="clip")  # the same architecture, other weights, same path
+    with pytest.raises(T2IError, match=r"--resume: the CLIP of this config is not the one .* trained with"):
+        train(galip_config(tiny_data, clip_copy, out, **{"train.max_steps": 2, "train.ckpt_every": 1}), resume=True)
+    after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and ".lock" not in p.name}
+    assert after == before
+    shutil.rmtree(clip_copy)
+    shutil.copytree(clip_dir, clip_copy)  # the original back: the run continues
+    assert train(galip_config(tiny_data, clip_copy, out, **{"train.max_steps": 2, "train.ckpt_every": 1}),
+                 resume=True)["summary"]["step"] == 2

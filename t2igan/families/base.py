@@ -121,6 +121,11 @@ class StepBase:
         for m in self.frozen:
             m.to(device)
 
+    def frozen_fingerprints(self) -> dict[str, str]:
+        """Fingerprints of the frozen parts the run depends on but does not checkpoint (a CLIP read
+        from its folder): saved with each checkpoint, compared on ``--resume``."""
+        return {}
+
     def wrap(self, fn) -> None:
         pass
 

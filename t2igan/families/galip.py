@@ -238,6 +238,9 @@ class GALIPStep(StepBase):
         out = {"g_sim": sim.detach()} if sim is not None else {}
         return {**logs, "g_loss": g_loss.detach(), "g_adv": g_adv.detach(), **out, **self.monitor_logs()}
 
+    def frozen_fingerprints(self) -> dict[str, str]:
+        return {"CLIP": self.clip.fingerprint()}
+
     @torch.no_grad()
     def sample(self, captions, seed, n, ema):
         _, sent, _ = self.text.captions(captions)

@@ -317,6 +317,9 @@ class LafiteStep(StepBase):
         g = ema if ema is not None else self.G
         return sample_sentences(g, self.encoder.encode(list(captions)).sentence.float(), g.z_dim, seed, n)
 
+    def frozen_fingerprints(self) -> dict[str, str]:
+        return {"CLIP": self.clip.fingerprint()}
+
     def export(self, directory: Path, ema) -> None:
         save_encoder_dir(directory, self.encoder)
         ckpt.save_component(ema if ema is not None else self.G, directory / "generator", generator_kind("lafite"),

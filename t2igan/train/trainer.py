@@ -250,6 +250,7 @@ class Trainer:
             "step": self.step,
             "optimizers": {k: o.state_dict() for k, o in self.task.optimizers.items()},
             "rng_cpu": torch.get_rng_state(),
+            "frozen": self.task.frozen_fingerprints() if hasattr(self.task, "frozen_fingerprints") else {},
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
@@ -275,13 +276,18 @@ class Trainer:
 
     def load_checkpoint(self) -> None:
         d = self.out / "checkpoint"
+        state = ckpt.load_trainer_state(d / "trainer_state.pt")
+        now = self.task.frozen_fingerprints() if hasattr(self.task, "frozen_fingerprints") else {}
+        for name, saved in (state.get("frozen") or {}).items():  # checkpoints written before this check have none
+            if now.get(name) != saved:
+                raise T2IError(f"--resume: the {name} of this config is not the one {d} was trained with "
+                               f"(fingerprint {str(now.get(name))[:12]} vs {saved[:12]}); restore it or train a new run")
         flat = ckpt.load_weights(d / "modules.safetensors")
         for name, m in self.task.modules.items():
             part = {k[len(name) + 1:]: v for k, v in flat.items() if k.startswith(name + "/")}
             ckpt.load_state_strict(m, part, f"{d / 'modules.safetensors'} [{name}]")
         if self.ema is not None:
             ckpt.load_state_strict(self.ema, ckpt.load_weights(d / "ema.safetensors"), str(d / "ema.safetensors"))
-        state = ckpt.load_trainer_state(d / "trainer_state.pt")
         for k, o in self.task.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         torch.set_rng_state(state["rng_cpu"])

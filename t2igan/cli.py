@@ -49,7 +49,8 @@ def cmd_data_check(a) -> None:
     fmt = detect_format(root)
     if fmt is None:
         raise T2IError(f"{root}: no known dataset layout (no train/filenames.pickle, annotations/captions_*.json, "
-                       "dataset.json, captions.jsonl or <image>.txt caption files)")
+                       "dataset.json, captions.jsonl, <image>.txt caption files, CelebA's list_attr_celeba.txt, "
+                       "a CelebA-HQ caption folder or a Face2Text descriptions file)")
     print(f"{root}: {fmt} layout")
     problems: list[str] = []
     try:
@@ -388,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--overwrite", action="store_true", help="replace an existing non-empty folder")
     sr.add_argument("--quiet", action="store_true", help="no progress bar")
     sr.set_defaults(func=cmd_data_srnet)
-    c = d.add_parser("check", help="validate a dataset folder: folder, StackGAN/AttnGAN birds/flowers, COCO")
+    c = d.add_parser("check", help="validate a dataset folder: folder, StackGAN/AttnGAN birds/flowers, COCO, CelebA, CelebA-HQ, Face2Text")
     c.add_argument("dir")
     c.set_defaults(func=cmd_data_check)
     pp = d.add_parser("paraphrase", help="write DIR/paraphrase.jsonl (+ _control): SynthFlowers test captions in "

@@ -1,12 +1,17 @@
 """AttnGAN (Xu et al., CVPR 2018): a tree of generators whose later stages attend over the
 caption's word features, trained with the DAMSM matching loss. Defaults of
-``code/cfg/bird_attn2.yml`` + ``code/miscc/config.py``."""
+``code/cfg/bird_attn2.yml`` + ``code/miscc/config.py``.
+
+``model.matching: clip`` replaces the DAMSM loss by a frozen CLIP's sentence-level matching loss
+(:mod:`t2igan.text.clip_matching`) on the last stage's images, weight ``model.clip_lambda``; the
+CLIP is ``model.matching_clip`` (a ``clip:`` spec) or, when empty, the text encoder's own CLIP."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import torch
 
+from t2igan import T2IError
 from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, at_least, in_range, positive
 from t2igan.data.dataset import Batch
 from t2igan.families.base import Family
@@ -32,6 +37,9 @@ class AttnGANConfig:
     gamma1: float = positive(4.0)  # TRAIN.SMOOTH.GAMMA1..3
     gamma2: float = positive(5.0)
     gamma3: float = positive(10.0)
+    matching: str = "damsm"  # the matching loss: damsm (model.damsm_lambda) | clip (model.clip_lambda, sentence level)
+    matching_clip: str = ""  # matching=clip: the CLIP (clip:DIR or clip:ARCH:FILE); empty: the text encoder's clip: spec
+    clip_lambda: float = at_least(5.0, 0)  # matching=clip: weight of the CLIP sentence loss (temperature gamma3)
 
 
 @dataclass
@@ -62,7 +70,24 @@ class AttnGANStep(_MultiScaleStep):
         o = cfg.optim
         self.optimizers = {"G": self.adam(self.netG.parameters(), o.lr_g), **self.d_optimizers(o)}
 
+        self.matching = None  # the CLIP matching loss (model.matching=clip): frozen, not checkpointed nor exported
+        if m.matching == "clip" and m.clip_lambda > 0:
+            from t2igan.text.clip import load_clip
+            from t2igan.text.clip_matching import CLIPMatching
+
+            self.matching = CLIPMatching(load_clip(matching_clip_source(cfg)), m.gamma3)
+            self.frozen.append(self.matching.model)
+
+    def frozen_fingerprints(self) -> dict[str, str]:
+        return {"matching CLIP": self.matching.clip.fingerprint()} if self.matching is not None else {}
+
     def extra_g_loss(self, out, batch, words, sent, mask) -> dict[str, torch.Tensor]:
+        if self.cfg.model.matching == "clip":
+            if self.matching is None:
+                return {}
+            captions = self.text._texts(batch.index, batch.caption_index)
+            s0, s1 = self.matching.sentence_losses(out.images[-1], captions)
+            return {"clip_s_loss": (s0 + s1) * self.cfg.model.clip_lambda}
         return self.damsm_loss(out.images[-1], words, sent, mask)
 
     @staticmethod
@@ -115,7 +140,40 @@ class AttnGANStep(_MultiScaleStep):
         return {**logs, "g_loss": g_loss.detach(), "kl": kl.detach(), **{k: v.detach() for k, v in extra.items()}}
 
 
-build = classic_build(AttnGANStep)
+MATCHING = ("damsm", "clip")
+
+
+def matching_clip_source(cfg) -> str:
+    """The source of load_clip for model.matching=clip: model.matching_clip, else the text encoder's clip: spec."""
+    spec = cfg.model.matching_clip.strip() or (cfg.text_encoder if cfg.text_encoder.startswith("clip:") else "")
+    return spec[len("clip:"):] if spec.startswith("clip:") else spec
+
+
+def check_matching(cfg) -> None:
+    """One line for a bad model.matching / matching_clip / clip_lambda, before anything is read or written."""
+    m = cfg.model
+    if m.matching not in MATCHING:
+        raise T2IError(f"{cfg.task}: model.matching={m.matching!r}; choose one of {', '.join(MATCHING)}")
+    if m.clip_lambda < 0:
+        raise T2IError(f"{cfg.task}: model.clip_lambda={m.clip_lambda} must be >= 0")
+    if m.matching != "clip":
+        return
+    if m.matching_clip.strip() and not m.matching_clip.strip().startswith("clip:"):
+        raise T2IError(f"{cfg.task}: model.matching_clip={m.matching_clip!r} is not a clip: spec (clip:DIR or clip:ARCH:FILE)")
+    if m.clip_lambda > 0 and not matching_clip_source(cfg):
+        raise T2IError(f"{cfg.task}: model.matching=clip needs a CLIP: set model.matching_clip=clip:DIR (or use a "
+                       f"clip: text encoder); the text encoder here is {cfg.text_encoder!r}")
+    if m.damsm_lambda > 0:
+        raise T2IError(f"{cfg.task}: model.matching=clip replaces the DAMSM loss: set model.damsm_lambda=0 "
+                       f"(got {m.damsm_lambda})")
+
+
+_classic_build = classic_build(AttnGANStep)
+
+
+def build(cfg, data, resume: bool):
+    check_matching(cfg)
+    return _classic_build(cfg, data, resume)
 
 
 FAMILY = Family(

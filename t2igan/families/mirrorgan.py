@@ -16,7 +16,7 @@ from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, at_least, p
 from t2igan.core.folder import resolve_dir, write_model_index
 from t2igan.data.dataset import Batch
 from t2igan.data.text import Vocabulary
-from t2igan.families.attngan import AttnGANConfig, AttnGANStep
+from t2igan.families.attngan import AttnGANConfig, AttnGANStep, check_matching
 from t2igan.families.base import Family, StepBase, adam
 from t2igan.families.classic import classic_optim, classic_text, classic_train, model_error
 from t2igan.families.gan_options import GANOptions
@@ -162,6 +162,7 @@ def load_stream(path: str, vocab):
 
 
 def build(cfg, data, resume: bool):
+    check_matching(cfg)  # model.matching=clip works here too (the AttnGAN step's loss), checked the same way
     text, vocab, img, spe = classic_text(cfg, data, "mirrorgan", words=MirrorGANStep.words)
     stream = load_stream(cfg.stream, vocab)
     try:

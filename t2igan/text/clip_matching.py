@@ -1,0 +1,55 @@
+"""CLIP as the image-text matching loss of a GAN (in place of DAMSM): the frozen CLIP's image
+embedding of generated images against its text embedding of the batch's captions, in the form of
+DAMSM's sentence loss (official ``sent_loss``: a softmax over the batch, image->text and
+text->image, cosine similarities times ``gamma3``).
+
+    m = CLIPMatching(load_clip("runs/clip_faces64"), gamma3=10.0)
+    s0, s1 = m.sentence_losses(fake_images, captions)   # fake_images (B, 3, H, W) in [-1, 1]
+
+Sentence level only. The CLIP towers stay frozen (``requires_grad_(False)``, eval mode); the
+gradient flows to the images through the image tower and CLIP's own differentiable preprocessing
+(:meth:`t2igan.text.clip.CLIPBundle.pixel_values`). Nothing here is family-specific: any step
+holding generated images and caption texts can use it. It is a training-only part: nothing of it
+is exported."""
+from __future__ import annotations
+
+import torch
+
+from t2igan.text import damsm
+from t2igan.text.clip import CLIPBundle
+
+
+class CLIPMatching:
+    """The CLIP matching loss of one frozen CLIP (``clip``) at temperature ``gamma3``."""
+
+    def __init__(self, clip: CLIPBundle, gamma3: float = 10.0):
+        self.clip, self.gamma3 = clip, float(gamma3)
+        clip.model.eval().requires_grad_(False)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.clip.model
+
+    def to(self, device) -> CLIPMatching:
+        self.clip.to(device)
+        return self
+
+    @torch.no_grad()
+    def text_embeddings(self, captions: list[str]) -> torch.Tensor:
+        """(B, E) L2-normalised CLIP text embeddings; no grad."""
+        return self.clip.encode_text(captions)
+
+    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, E) L2-normalised CLIP image embeddings of images in [-1, 1]; differentiable w.r.t. ``images``."""
+        self.clip.model.eval()
+        return self.clip.encode_image(images)
+
+    def sentence_losses(self, images: torch.Tensor, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image->text, text->image) cross-entropies of DAMSM's sentence loss on CLIP embeddings."""
+        return sentence_losses_of(self.image_embeddings(images), self.text_embeddings(captions).to(images.device),
+                                  self.gamma3)
+
+
+def sentence_losses_of(img_emb: torch.Tensor, txt_emb: torch.Tensor, gamma3: float):
+    """DAMSM's sentence loss (:func:`t2igan.text.damsm.sentence_loss`) of image (B, E) and text (B, E) embeddings."""
+    return damsm.sentence_loss(img_emb.float(), txt_emb.float(), gamma3)

@@ -267,3 +267,24 @@ def test_the_monitor_warns_once_and_records_the_step(make, capsys):
     quiet, _ = make("gan_int_cls", "quiet", **{"train.max_steps": 2, "gan.loss": "wgan", "gan.won_loss": 100.0,
                                                "gan.won_steps": 1})
     assert quiet.fit()["monitor"]["d_won_at"] is None  # not checked for the unbounded critic loss
+
+
+def test_penalties_under_fp16_loss_scaling_unscale_their_gradients():
+    """The AMP recipe: the gradient of the scaled critic output, times 1 / scale, is the unscaled
+    gradient, so each penalty equals its fp32 value; without the unscale it would be far off."""
+    g = torch.Generator().manual_seed(2)
+    real, fake, w = (torch.randn(4, 3, 2, 2, generator=g) for _ in range(3))
+    w = w[:1]
+    eps = torch.rand(4, 1, 1, 1, generator=g)
+    cond, v = torch.randn(4, 5, generator=g), torch.randn(5, generator=g)
+    inv = torch.amp.GradScaler("cpu", init_scale=1024.0).scale(torch.ones(())).reciprocal()  # 1 / 1024
+    crit, crit2 = _quadratic_critic(w), (lambda x, c: (x * w).flatten(1).sum(1) + c @ v)
+    cases = ((lambda s: go.wgan_gp(crit, real, fake, 10.0, eps, inv_scale=s), lambda k: go.wgan_gp(lambda x: k * crit(x), real, fake, 10.0, eps)),
+             (lambda s: go.r1_penalty(crit, real, 10.0, inv_scale=s), lambda k: go.r1_penalty(lambda x: k * crit(x), real, 10.0)),
+             (lambda s: go.ma_gp(crit2, real, cond, 2.0, 6.0, inv_scale=s), lambda k: go.ma_gp(lambda x, c: k * crit2(x, c), real, cond, 2.0, 6.0)))
+    for scaled, plain in cases:
+        want = plain(1.0).item()
+        assert inv.item() == pytest.approx(1 / 1024)
+        assert scaled(inv).item() == pytest.approx(want, rel=1e-5)
+        assert scaled(None).item() == want  # no scaler: the fp32 path, unchanged
+        assert plain(1024.0).item() != pytest.approx(want, rel=1e-2)  # the scaled gradients, not unscaled

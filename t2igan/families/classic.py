@@ -153,10 +153,11 @@ class ClassicStep(StepBase):
         g, f = self.gan, (lambda x, c=cond: go.per_image(critic(x, c)))
         if kind == "gp":
             eps = shard_randn(self.world, real.size(0), 1, 1, 1, device=real.device, rand=True)
-            return go.wgan_gp(f, real, fake, g.gp_lambda, eps)
+            return go.wgan_gp(f, real, fake, g.gp_lambda, eps, inv_scale=self.precision.inv_scale())
         if kind == "r1":
-            return go.r1_penalty(f, real, g.gp_lambda)
-        return go.ma_gp(f, real, cond, self.cfg.optim.gp_weight, self.cfg.optim.gp_power)
+            return go.r1_penalty(f, real, g.gp_lambda, inv_scale=self.precision.inv_scale())
+        return go.ma_gp(f, real, cond, self.cfg.optim.gp_weight, self.cfg.optim.gp_power,
+                        inv_scale=self.precision.inv_scale())
 
     def train_step(self, batch, step: int) -> dict[str, torch.Tensor]:
         self.step_now = step

@@ -141,9 +141,9 @@ class DFGANStep(StepBase):
         critic = lambda x: self.C(self.D(x), sent.detach()).float().reshape(-1)  # noqa: E731
         if kind == "gp":
             eps = shard_randn(self.world, imgs.size(0), 1, 1, 1, device=imgs.device, rand=True)
-            return go.wgan_gp(critic, imgs, fake, self.gan.gp_lambda, eps)
+            return go.wgan_gp(critic, imgs, fake, self.gan.gp_lambda, eps, inv_scale=self.precision.inv_scale())
         if kind == "r1":
-            return go.r1_penalty(critic, imgs, self.gan.gp_lambda)
+            return go.r1_penalty(critic, imgs, self.gan.gp_lambda, inv_scale=self.precision.inv_scale())
         return None
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:

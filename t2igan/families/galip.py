@@ -185,9 +185,9 @@ class GALIPStep(StepBase):
         critic = lambda x: self.critic(x, sent.detach())
         if kind == "gp":
             eps = torch.rand(real_f.size(0), *([1] * (real_f.dim() - 1)), device=real_f.device)
-            return go.wgan_gp(critic, real_f, fake_f, self.gan.gp_lambda, eps)
+            return go.wgan_gp(critic, real_f, fake_f, self.gan.gp_lambda, eps, inv_scale=self.precision.inv_scale())
         if kind == "r1":
-            return go.r1_penalty(critic, real_f, self.gan.gp_lambda)
+            return go.r1_penalty(critic, real_f, self.gan.gp_lambda, inv_scale=self.precision.inv_scale())
         return None
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:

@@ -118,27 +118,39 @@ def per_image(out) -> torch.Tensor:
     return sum(h.float().reshape(h.size(0), -1).mean(1) for h in heads)
 
 
-def wgan_gp(critic, real: torch.Tensor, fake: torch.Tensor, weight: float, eps: torch.Tensor) -> torch.Tensor:
+def _scaled_grad(out: torch.Tensor, inputs, inv_scale: torch.Tensor | None):
+    """``autograd.grad(out, inputs)`` (with a graph) by the AMP recipe when ``inv_scale`` (1 / the fp16
+    loss scale) is given: the gradients of the scaled output, then unscaled before any penalty."""
+    if inv_scale is None:
+        return torch.autograd.grad(out, inputs, create_graph=True)
+    grads = torch.autograd.grad(out / inv_scale, inputs, create_graph=True)
+    return tuple(g * inv_scale for g in grads)
+
+
+def wgan_gp(critic, real: torch.Tensor, fake: torch.Tensor, weight: float, eps: torch.Tensor,
+            inv_scale: torch.Tensor | None = None) -> torch.Tensor:
     """WGAN-GP: ``weight * mean((||d critic(x) / d x||_2 - 1)^2)`` at ``x = eps * real + (1 - eps) * fake``.
 
-    ``eps``: (B, 1, 1, 1) uniform draws; ``critic(x) -> scores (B,)``."""
+    ``eps``: (B, 1, 1, 1) uniform draws; ``critic(x) -> scores (B,)``; ``inv_scale``: 1 / the fp16 loss
+    scale (``Precision.inv_scale()``; None in fp32 / bf16)."""
     x = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    (g,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    (g,) = _scaled_grad(critic(x).sum(), x, inv_scale)
     return weight * (g.float().flatten(1).norm(2, dim=1) - 1).pow(2).mean()
 
 
-def r1_penalty(critic, real: torch.Tensor, gamma: float) -> torch.Tensor:
-    """R1: ``gamma / 2 * mean(||d critic(x) / d x||^2)`` on real images."""
+def r1_penalty(critic, real: torch.Tensor, gamma: float, inv_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """R1: ``gamma / 2 * mean(||d critic(x) / d x||^2)`` on real images (``inv_scale``: as :func:`wgan_gp`)."""
     x = real.detach().requires_grad_(True)
-    (g,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    (g,) = _scaled_grad(critic(x).sum(), x, inv_scale)
     return 0.5 * gamma * g.float().pow(2).flatten(1).sum(1).mean()
 
 
-def ma_gp(critic, real: torch.Tensor, cond: torch.Tensor, weight: float, power: float) -> torch.Tensor:
+def ma_gp(critic, real: torch.Tensor, cond: torch.Tensor, weight: float, power: float,
+          inv_scale: torch.Tensor | None = None) -> torch.Tensor:
     """DF-GAN's matching-aware GP on (real image, its condition): ``weight * mean(||grad||^power)``
-    of the gradient with respect to both; ``critic(x, c) -> scores (B,)``."""
+    of the gradient with respect to both; ``critic(x, c) -> scores (B,)``; ``inv_scale``: as :func:`wgan_gp`."""
     x, c = real.detach().requires_grad_(True), cond.detach().float().requires_grad_(True)
-    gi, gc = torch.autograd.grad(critic(x, c).sum(), (x, c), create_graph=True)
+    gi, gc = _scaled_grad(critic(x, c).sum(), (x, c), inv_scale)
     grad = torch.cat((gi.float().flatten(1), gc.float().flatten(1)), dim=1)
     return weight * grad.pow(2).sum(1).sqrt().pow(power).mean()
 

@@ -581,9 +581,9 @@ def png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _write_item(job: tuple[str, int, int, int]) -> tuple[int, dict[str, str], list[list[str]]]:
-    root, index, size, seed = job
-    image, attrs, captions, named = generate_item(index, size, seed)
+def _write_item(job: tuple) -> tuple[int, dict[str, str], list[list[str]]]:
+    root, index, size, seed, generate = job
+    image, attrs, captions, named = generate(index, size, seed)
     iid = item_id(index)
     with open(os.path.join(root, "images", iid + ".png"), "wb") as f:
         f.write(png_bytes(image))
@@ -613,6 +613,23 @@ def write_synthflowers(out_dir, n: int = 10000, size: int = 64, seed: int = 0, w
     complete; an existing non-empty ``out_dir`` is replaced only with ``overwrite``.
     Output bytes do not depend on ``workers``. Returns {"n", "splits": {split: count}, "path"}.
     """
+    meta = {"name": "synthflowers", "attributes": ATTRIBUTES,
+            "novel_pairs": [list(p) for p in sorted(NOVEL_PAIRS)], "generator": "t2igan.data.synth"}
+    return write_generated(out_dir, n=n, size=size, seed=seed, workers=workers, overwrite=overwrite,
+                           progress=progress, generate=generate_item, split_of=split_of, meta=meta,
+                           desc="synthflowers")
+
+
+def write_generated(out_dir, n: int, size: int, seed: int, workers: int | None, overwrite: bool, progress: bool, *,
+                    generate, split_of, meta: dict, desc: str) -> dict:
+    """The writer of the procedural datasets (SynthFlowers, SynthFaces), atomically.
+
+    ``generate(index, size, seed)`` -> (image, attributes, captions, named) must be a
+    module-level function (worker processes receive it by reference); ``split_of(attrs,
+    index, seed)`` gives each item's split (one of SPLITS); ``meta`` holds "name",
+    "attributes", "novel_pairs" and "generator" for dataset.json. Returns
+    {"n", "splits": {split: count}, "path"}.
+    """
     _check_size(size)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
@@ -641,12 +658,12 @@ def write_synthflowers(out_dir, n: int = 10000, size: int = 64, seed: int = 0, w
     try:
         for sub in ("images", "captions", "splits"):
             (tmp / sub).mkdir()
-        jobs = [(str(tmp), i, size, seed) for i in range(n)]
+        jobs = [(str(tmp), i, size, seed, generate) for i in range(n)]
         results: list = [None] * n
         bar = None
         if progress:
             from tqdm import tqdm
-            bar = tqdm(total=n, desc="synthflowers", unit="img")
+            bar = tqdm(total=n, desc=desc, unit="img")
         blocks_before = Image.core.get_blocks_max()
         pool = None
         if workers == 1 or n < 64:
@@ -679,11 +696,8 @@ def write_synthflowers(out_dir, n: int = 10000, size: int = 64, seed: int = 0, w
                 f.write(json.dumps({"id": iid, "attributes": attrs, "named": named}) + "\n")
         for s, ids in splits.items():
             (tmp / "splits" / f"{s}.txt").write_text("".join(i + "\n" for i in sorted(ids)), encoding="utf-8")
-        meta = {
-            "format": "t2igan-folder", "version": 1, "name": "synthflowers", "size": size, "seed": seed, "n": n,
-            "attributes": ATTRIBUTES, "novel_pairs": [list(p) for p in sorted(NOVEL_PAIRS)],
-            "generator": "t2igan.data.synth",
-        }
+        meta = {"format": "t2igan-folder", "version": 1, "name": meta["name"], "size": size, "seed": seed, "n": n,
+                "attributes": meta["attributes"], "novel_pairs": meta["novel_pairs"], "generator": meta["generator"]}
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
         # move into place; an existing folder is replaced only now that the new one is complete

@@ -204,7 +204,7 @@ def cmd_eval(a) -> None:
                        diversity_captions=a.diversity_captions, diversity_k=a.diversity_k,
                        cache_dir=a.cache_dir, use_cache=not a.no_cache, captions=tuple(a.captions or ()),
                        clip_weights=a.clip, fid_backbone=fid_backbone, preset=preset, per_image=a.per_image,
-                       inception_domain=a.inception_domain)
+                       inception_domain=a.inception_domain, face_metrics=a.face_metrics)
     print(format_table(res))
     print(f"metrics written to {res['output']}")
     if a.report:
@@ -451,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inception-domain", default=None, metavar="DIR",
                    help="a domain-tuned Inception-v3 (t2igan train, task inception_domain): accuracy on its label, "
                         "IS and FID with it")
+    e.add_argument("--face-metrics", default=None, choices=["dlib", "evaluator", "auto"],
+                   help="FSD / FSS of each generated face against the real face its caption describes: dlib's face "
+                        "ResNet (the face extra), the attribute evaluator's features, or dlib with that fallback per pair")
     e.add_argument("--per-image", action="store_true",
                    help="with --clip: write each generated image's CLIP score and CMMD witness (eval/per_image_*.jsonl) "
                         "and a grid of the 8 best / 8 worst images by CLIP score (eval/top_bottom_*.png)")

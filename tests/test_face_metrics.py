@@ -43,3 +43,30 @@ def test_identical_images_no_face_falls_back_to_evaluator():
     assert out["generated_faces_detected"] == 0
     assert out["pairs_by_embedder"] == {"dlib_face_recognition_resnet_model_v1": 0, "attribute_evaluator_features": 3}
     assert len(out["model_sha256"]["dlib"]) == 64
+
+
+def test_eval_pairs_each_sample_with_its_own_real_image(tiny_data):
+    """evaluate_pipeline(face=...): the oracle (each caption's own real image) scores FSD 0 / FSS 1 with
+    the evaluator's features; noise does not; the counts and embedder are in the result and the table."""
+    import torch
+    from test_eval import NoisePipe, OraclePipe
+
+    from t2igan.data.folder import load_folder
+    from t2igan.eval.evaluator import AttributeEvaluator
+    from t2igan.eval.face import make_face_embedder
+    from t2igan.eval.run import evaluate_pipeline, format_table
+
+    torch.manual_seed(0)
+    ev = AttributeEvaluator(load_folder(tiny_data, "test").attribute_values, width=8, feature_dim=16, image_size=32)
+    face = make_face_embedder("evaluator", ev)
+    n = 24
+    oracle = evaluate_pipeline(OraclePipe(tiny_data, "test", 32), tiny_data, None, splits=("test",), n_samples=n,
+                               batch_size=10, face=face, progress=False)["splits"]["test"]["face"]
+    assert oracle["n_pairs"] == n and oracle["pairs_by_embedder"] == {"attribute_evaluator_features": n}
+    assert oracle["FSD"] == pytest.approx(0.0, abs=1e-4) and oracle["FSS"] == pytest.approx(1.0, abs=1e-5)
+    res = evaluate_pipeline(NoisePipe(), tiny_data, None, splits=("test",), n_samples=n, batch_size=10, face=face,
+                            progress=False)
+    noise = res["splits"]["test"]["face"]
+    assert noise["FSD"] > 100 * max(oracle["FSD"], 1e-7) and noise["FSS"] < oracle["FSS"] - 1e-3
+    table = format_table(res)
+    assert "FSD" in table and "FSS" in table and f"over {n} (generated, ground-truth) pairs" in table

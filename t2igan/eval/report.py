@@ -189,6 +189,9 @@ def headline(res: dict) -> dict[str, float]:
                 out[f"{tag}: domain FID"] = dom["fid"]
                 if dom.get("is"):
                     out[f"{tag}: domain IS"] = dom["is"]["mean"]
+            if side == "generated" and sp.get("face"):
+                out[f"{s}: FSD"] = sp["face"]["FSD"]
+                out[f"{s}: FSS"] = sp["face"]["FSS"]
             if g.get("retrieval"):
                 out[f"{tag}: NN hit@1"] = g["retrieval"]["hit@1"]
                 out[f"{tag}: NN hit@5"] = g["retrieval"]["hit@5"]

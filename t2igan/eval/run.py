@@ -113,7 +113,7 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
                       batch_size: int = 100, seed: int = 0, device=None, progress: bool = True, inception=None,
                       damsm=None, diversity_captions: int = 0, diversity_k: int = 8, is_splits: int = 10,
                       rp_bins: int = 10, cache_dir=None, use_cache: bool = True, caption_sets=(), clip=None,
-                      per_image: dict | None = None, domain=None) -> dict:
+                      per_image: dict | None = None, domain=None, face=None) -> dict:
     """Score ``pipe`` (anything with ``generate(captions, seed, n=1) -> float [B, 3, H, W] in [0, 1]``).
 
     caption_sets: ``CaptionSet``s (``t2igan.data.caption_set``) scored by attribute accuracy
@@ -124,7 +124,9 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
     ``DAMSMScorer`` (R-precision) or None; clip: a ``CLIPScorer`` (CLIP score, CLIP R-precision)
     or None; per_image: a dict that receives, per split, the generated images' captions, CLIP scores
     and CMMD witness values (with clip); domain: a ``DomainInception`` (accuracy / IS / FID with the
-    domain-tuned Inception, ``eval/domain_inception.py``) or None. device: where the evaluator runs (None: where it
+    domain-tuned Inception, ``eval/domain_inception.py``) or None; face: a face embedder
+    (``eval/face.py``: FSD / FSS of each generated image against the real image its caption
+    describes) or None. device: where the evaluator runs (None: where it
     already is). Returns a JSON-able dict (see ``protocol`` in it).
     """
     from tqdm import tqdm
@@ -133,7 +135,7 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
         splits = (splits,)
     if n_samples < 2 or batch_size < 1:
         raise T2IError(f"n_samples must be >= 2 and batch_size >= 1, got {n_samples} and {batch_size}")
-    if evaluator is None and inception is None and damsm is None and clip is None and domain is None:
+    if evaluator is None and inception is None and damsm is None and clip is None and domain is None and face is None:
         raise T2IError("nothing to measure: give an attribute evaluator, Inception weights, DAMSM encoders, CLIP "
                        "weights or a domain Inception")
     caption_sets = list(caption_sets)
@@ -251,6 +253,7 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
         gen_inc: dict[str, list] = {}
         gen_dom: dict[str, list] = {}
         gen_codes: list[torch.Tensor] = []
+        gen_face: list[torch.Tensor] = []
         gen_clip = clip.pairs() if clip is not None else None
         starts = range(0, N, batch_size)
         bar = tqdm(starts, desc=f"eval {s}", unit="batch", disable=not progress, dynamic_ncols=True)
@@ -280,6 +283,8 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
                     gen_codes.append(damsm.image_codes(imgs))
                 if clip is not None:
                     gen_clip.update(imgs, caps)
+                if face is not None:
+                    gen_face.append((imgs.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu())
         bar.close()
 
         if evaluator is not None or inception is not None or domain is not None:
@@ -324,6 +329,12 @@ def evaluate_pipeline(pipe, data_root, evaluator=None, splits=("test", "novel"),
             entry["inception_domain"] = score_split(domain, ds, names_label, img_idx,
                                                     {k: torch.cat(v) for k, v in gen_dom.items()}, train_ds, ref,
                                                     gen_size, seed, is_splits)
+        if face is not None:
+            from t2igan.eval.face import fsd_fss
+
+            # pairs: generated image k and the real image its caption belongs to, at the generated size
+            entry["face"] = fsd_fss(torch.cat(gen_face), _u8(ds, gen_size)[torch.tensor(img_idx, dtype=torch.long)],
+                                    face, batch_size=batch_size)
         if damsm is not None:
             entry["generated"]["r_precision"], entry["real"]["r_precision"] = _r_precision_split(
                 damsm, ds, img_idx, cap_idx, torch.cat(gen_codes), gen_size, seed, rp_bins, batch_size)
@@ -603,7 +614,7 @@ def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=None
                  inception_weights=None, damsm_dir="auto", diversity_captions: int = 20, diversity_k: int = 8,
                  cache_dir=None, use_cache: bool = True, captions=(), clip_weights=None,
                  fid_backbone: str = "tf-inception", preset: dict | None = None, per_image: bool = False,
-                 inception_domain=None) -> dict:
+                 inception_domain=None, face_metrics=None) -> dict:
     """Evaluate the pipeline of a training run; writes ``run_dir/eval/metrics.json`` (or ``out``) atomically.
 
     fid_backbone: 'tf-inception' | 'torchvision-inception' (``eval/backbones.py``), the network
@@ -611,6 +622,7 @@ def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=None
     into the result; per_image: with CLIP, write each generated image's CLIP score and CMMD witness
     (``eval/per_image_<split>.jsonl``) and the top/bottom grid (``eval/top_bottom_<split>.png``);
     inception_domain: a domain-tuned Inception folder (``t2igan train`` task ``inception_domain``) or None.
+    face_metrics: ``dlib`` | ``evaluator`` | ``auto`` (FSD / FSS, ``eval/face.py``) or None.
 
     evaluator_dir: attribute evaluator (None or a dataset without labels: skipped);
     inception_weights: the FID Inception file (None: ``$T2IGAN_INCEPTION_WEIGHTS`` if set, else
@@ -709,11 +721,16 @@ def evaluate_run(run_dir, evaluator_dir=None, n_samples: int = 5000, splits=None
         from t2igan.eval.domain_inception import DomainInception
 
         domain = DomainInception.from_pretrained(inception_domain, device=dev)
+    face = None
+    if face_metrics is not None:
+        from t2igan.eval.face import make_face_embedder
+
+        face = make_face_embedder(face_metrics, evaluator)
     res = evaluate_pipeline(pipe, root, evaluator, splits=splits, n_samples=n_samples, batch_size=batch_size,
                             seed=seed, device=dev, progress=progress, inception=inception, damsm=damsm,
                             diversity_captions=diversity_captions, diversity_k=diversity_k, cache_dir=cache_dir,
                             use_cache=use_cache, caption_sets=sets, clip=clip, per_image=per_image_scores,
-                            domain=domain)
+                            domain=domain, face=face)
     for s, sp in res["splits"].items():
         if isinstance(sp.get("attribute_accuracy"), str):
             notes.append(f"{s}: attribute accuracy {sp['attribute_accuracy']}; nearest-neighbour retrieval instead")

@@ -63,6 +63,9 @@ def format_table(result: dict) -> str:
     row("CLIP score", lambda sp, side: _num(dig(sp, side, "clip_score", "mean"), ".2f"))
     row("CLIP R-prec.", lambda sp, side: _pct({"accuracy": dig(sp, side, "clip_r_precision", "mean")}))
     row("diversity", lambda sp, side: _num(dig(sp, side, "diversity", "mean")))
+    # face metrics: one value per split (generated vs its ground-truth real face), in the generated column
+    row("FSD", lambda sp, side: _num(dig(sp, "face", "FSD")) if side == "generated" else "-")
+    row("FSS", lambda sp, side: _num(dig(sp, "face", "FSS")) if side == "generated" else "-")
     # retrieval (emoji): generated column = hit rate, real column = chance level (no real ceiling)
     has_retrieval = any(dig(result["splits"][s], "generated", "retrieval") for s in splits)
 
@@ -96,6 +99,10 @@ def format_table(result: dict) -> str:
                  + (f"; CLIP sha256 {str(result['clip'].get('weights_sha256'))[:12]}"
                     if isinstance(result.get("clip"), dict) else "") + ")")
     for s in splits:
+        fm = result["splits"][s].get("face")
+        if fm:
+            lines.append(f"note: {s}: FSD / FSS over {fm.get('n_pairs')} (generated, ground-truth) pairs, embedder "
+                         f"{fm.get('embedder')}" + (f", per embedder {fm['pairs_by_embedder']}" if fm.get("pairs_by_embedder") else ""))
         v = result["splits"][s].get("vocabulary")
         if v and v["with_unknown_words"]:
             lines.append(f"note: {s}: {v['with_unknown_words']} of {v['captions']} captions have words outside the "

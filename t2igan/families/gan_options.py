@@ -33,6 +33,8 @@ from torch import nn
 
 from t2igan import T2IError
 from t2igan.core.config import at_least, in_range, positive
+from t2igan.models.blocks import scaled_grad
+from t2igan.models.dfgan import matching_aware_gp
 
 LOSSES = ("official", "bce", "hinge", "lsgan", "wgan", "wgan-gp", "r1", "ma-gp")
 BASE_LOSS = {"bce": "bce", "hinge": "hinge", "lsgan": "lsgan", "wgan": "wgan", "wgan-gp": "wgan", "r1": "bce",
@@ -118,15 +120,6 @@ def per_image(out) -> torch.Tensor:
     return sum(h.float().reshape(h.size(0), -1).mean(1) for h in heads)
 
 
-def _scaled_grad(out: torch.Tensor, inputs, inv_scale: torch.Tensor | None):
-    """``autograd.grad(out, inputs)`` (with a graph) by the AMP recipe when ``inv_scale`` (1 / the fp16
-    loss scale) is given: the gradients of the scaled output, then unscaled before any penalty."""
-    if inv_scale is None:
-        return torch.autograd.grad(out, inputs, create_graph=True)
-    grads = torch.autograd.grad(out / inv_scale, inputs, create_graph=True)
-    return tuple(g * inv_scale for g in grads)
-
-
 def wgan_gp(critic, real: torch.Tensor, fake: torch.Tensor, weight: float, eps: torch.Tensor,
             inv_scale: torch.Tensor | None = None) -> torch.Tensor:
     """WGAN-GP: ``weight * mean((||d critic(x) / d x||_2 - 1)^2)`` at ``x = eps * real + (1 - eps) * fake``.
@@ -134,25 +127,24 @@ def wgan_gp(critic, real: torch.Tensor, fake: torch.Tensor, weight: float, eps: 
     ``eps``: (B, 1, 1, 1) uniform draws; ``critic(x) -> scores (B,)``; ``inv_scale``: 1 / the fp16 loss
     scale (``Precision.inv_scale()``; None in fp32 / bf16)."""
     x = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    (g,) = _scaled_grad(critic(x).sum(), x, inv_scale)
+    (g,) = scaled_grad(critic(x).sum(), x, inv_scale)
     return weight * (g.float().flatten(1).norm(2, dim=1) - 1).pow(2).mean()
 
 
 def r1_penalty(critic, real: torch.Tensor, gamma: float, inv_scale: torch.Tensor | None = None) -> torch.Tensor:
     """R1: ``gamma / 2 * mean(||d critic(x) / d x||^2)`` on real images (``inv_scale``: as :func:`wgan_gp`)."""
     x = real.detach().requires_grad_(True)
-    (g,) = _scaled_grad(critic(x).sum(), x, inv_scale)
+    (g,) = scaled_grad(critic(x).sum(), x, inv_scale)
     return 0.5 * gamma * g.float().pow(2).flatten(1).sum(1).mean()
 
 
 def ma_gp(critic, real: torch.Tensor, cond: torch.Tensor, weight: float, power: float,
           inv_scale: torch.Tensor | None = None) -> torch.Tensor:
     """DF-GAN's matching-aware GP on (real image, its condition): ``weight * mean(||grad||^power)``
-    of the gradient with respect to both; ``critic(x, c) -> scores (B,)``; ``inv_scale``: as :func:`wgan_gp`."""
+    of the gradient with respect to both; ``critic(x, c) -> scores (B,)``; ``inv_scale``: as :func:`wgan_gp`.
+    DF-GAN's own :func:`t2igan.models.dfgan.matching_aware_gp` on fresh leaves."""
     x, c = real.detach().requires_grad_(True), cond.detach().float().requires_grad_(True)
-    gi, gc = _scaled_grad(critic(x, c).sum(), (x, c), inv_scale)
-    grad = torch.cat((gi.float().flatten(1), gc.float().flatten(1)), dim=1)
-    return weight * grad.pow(2).sum(1).sqrt().pow(power).mean()
+    return matching_aware_gp(critic(x, c), x, c, weight, power, inv_scale)
 
 
 # ----------------------------------------------------------------------------- discriminator norms

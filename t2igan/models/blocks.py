@@ -184,6 +184,16 @@ class CA_NET(nn.Module):  # noqa: N801 - official name
         return self.reparametrize(mu, logvar, eps), mu, logvar
 
 
+def scaled_grad(out: torch.Tensor, inputs, inv_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """``autograd.grad(out, inputs)`` with a graph (for a gradient penalty); with ``inv_scale``
+    (1 / the fp16 loss scale) by the AMP recipe: the gradients of the scaled output, so that they do
+    not underflow in half precision, unscaled before any norm is taken."""
+    if inv_scale is None:
+        return torch.autograd.grad(out, inputs, create_graph=True)
+    grads = torch.autograd.grad(out / inv_scale, inputs, create_graph=True)
+    return tuple(g * inv_scale for g in grads)
+
+
 def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Official ``KL_loss``: mean over batch *and* dimensions of
     ``-0.5 * (1 + logvar - mu^2 - exp(logvar))`` (KL(N(mu, sigma^2) || N(0, I)) per dimension)."""

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t2igan.models.blocks import Affine
+from t2igan.models.blocks import Affine, scaled_grad
 
 
 def _channels(nf: int, imsize: int) -> list[int]:
@@ -197,11 +197,6 @@ def matching_aware_gp(pred_real, images, sent, weight: float = 2.0, power: float
 
     ``inv_scale``: 1 / the fp16 loss scale; the gradients are taken of the scaled sum (so that
     they do not underflow in half precision) and unscaled before the norm."""
-    out = pred_real.float().sum()
-    if inv_scale is not None:
-        out = out / inv_scale
-    gi, gs = torch.autograd.grad(out, (images, sent), create_graph=True)
-    if inv_scale is not None:
-        gi, gs = gi * inv_scale, gs * inv_scale
+    gi, gs = scaled_grad(pred_real.float().sum(), (images, sent), inv_scale)
     grad = torch.cat((gi.flatten(1), gs.flatten(1)), dim=1)
     return weight * grad.pow(2).sum(1).sqrt().pow(power).mean()

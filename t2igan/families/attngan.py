@@ -85,7 +85,7 @@ class AttnGANStep(_MultiScaleStep):
         if self.cfg.model.matching == "clip":
             if self.matching is None:
                 return {}
-            captions = self.text._texts(batch.index, batch.caption_index)
+            captions = self.text.texts_of(batch.index, batch.caption_index)
             s0, s1 = self.matching.sentence_losses(out.images[-1], captions)
             return {"clip_s_loss": (s0 + s1) * self.cfg.model.clip_lambda}
         return self.damsm_loss(out.images[-1], words, sent, mask)
@@ -154,8 +154,6 @@ def check_matching(cfg) -> None:
     m = cfg.model
     if m.matching not in MATCHING:
         raise T2IError(f"{cfg.task}: model.matching={m.matching!r}; choose one of {', '.join(MATCHING)}")
-    if m.clip_lambda < 0:
-        raise T2IError(f"{cfg.task}: model.clip_lambda={m.clip_lambda} must be >= 0")
     if m.matching != "clip":
         return
     if m.matching_clip.strip() and not m.matching_clip.strip().startswith("clip:"):

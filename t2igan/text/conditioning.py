@@ -60,7 +60,8 @@ class Conditioning:
         self.encoder.to(device)
         return self
 
-    def _texts(self, index: torch.Tensor, caption_index: torch.Tensor) -> list[str]:
+    def texts_of(self, index: torch.Tensor, caption_index: torch.Tensor) -> list[str]:
+        """The caption texts of (image index, caption index) pairs, e.g. a batch's."""
         return [self.texts[int(i)][int(j)] for i, j in zip(index, caption_index)]
 
     @torch.no_grad()
@@ -77,7 +78,7 @@ class Conditioning:
             sent = self.sentences.lookup(index, cap).to(dev)
             B = sent.size(0)
             return sent.new_zeros(B, 0, 0), sent, torch.zeros(B, 0, dtype=torch.bool, device=dev)
-        return self._features(self._texts(index, cap), dev)
+        return self._features(self.texts_of(index, cap), dev)
 
     @torch.no_grad()
     def captions(self, captions: list[str]):

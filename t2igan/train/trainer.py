@@ -250,7 +250,7 @@ class Trainer:
             "step": self.step,
             "optimizers": {k: o.state_dict() for k, o in self.task.optimizers.items()},
             "rng_cpu": torch.get_rng_state(),
-            "frozen": self.task.frozen_fingerprints() if hasattr(self.task, "frozen_fingerprints") else {},
+            "frozen": self._frozen_fingerprints(),
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
@@ -274,10 +274,15 @@ class Trainer:
                                                 "train_minutes": round((self._prior_seconds + now) / 60, 2)})
         ckpt.replace_dir(tmp, final)
 
+    def _frozen_fingerprints(self) -> dict[str, str]:
+        """The task's frozen, not checkpointed parts (StepBase.frozen_fingerprints; none for a step without it)."""
+        fp = getattr(self.task, "frozen_fingerprints", None)
+        return fp() if fp is not None else {}
+
     def load_checkpoint(self) -> None:
         d = self.out / "checkpoint"
         state = ckpt.load_trainer_state(d / "trainer_state.pt")
-        now = self.task.frozen_fingerprints() if hasattr(self.task, "frozen_fingerprints") else {}
+        now = self._frozen_fingerprints()
         for name, saved in (state.get("frozen") or {}).items():  # checkpoints written before this check have none
             if now.get(name) != saved:
                 raise T2IError(f"--resume: the {name} of this config is not the one {d} was trained with "

@@ -37,6 +37,19 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
+def first_step(tr) -> dict[str, float]:
+    """The logs of step 0 of a built trainer ``tr``, prepared as ``fit`` prepares it (modules and frozen
+    parts on the device, fast paths on), on the first batch, with fixed seeds for the batch and the step."""
+    for m in tr.task.modules.values():
+        m.to(tr.device)
+    tr.task.to_device(tr.device)
+    tr.setup_fast_paths()
+    torch.manual_seed(0)
+    batch = tr.to_batch(next(tr.batches()), 0)
+    torch.manual_seed(1)
+    return {k: float(v) for k, v in tr.task.train_step(batch, 0).items()}
+
+
 def tiny_overrides(data: Path, out: Path, **extra) -> list[str]:
     o = {
         "data.root": str(data), "data.image_size": 32, "train.out_dir": str(out), "train.batch_size": 8,

@@ -10,7 +10,7 @@ from t2igan.pipeline import Pipeline
 from t2igan.text.clip_matching import sentence_losses_of
 from t2igan.train.run import build_training
 
-from conftest import tiny_overrides
+from conftest import first_step, tiny_overrides
 
 SMALL = {"model.gf_dim": 4, "model.df_dim": 4, "model.c_dim": 8, "model.nz": 8, "model.r_num": 1,
          "model.branch_num": 2, "model.base_size": 16, "data.num_scales": 2, "data.crop": False}
@@ -38,14 +38,7 @@ def config(data, out, **extra):
 
 def one_step(cfg):
     tr = build_training(cfg, resume=False)
-    for m in tr.task.modules.values():
-        m.to(tr.device)
-    tr.task.to_device(tr.device)
-    tr.setup_fast_paths()
-    torch.manual_seed(0)
-    batch = tr.to_batch(next(tr.batches()), 0)
-    torch.manual_seed(1)
-    return tr, {k: float(v) for k, v in tr.task.train_step(batch, 0).items()}
+    return tr, first_step(tr)
 
 
 @pytest.mark.parametrize("name", ["damsm", "cliptext", "clipdamsm", "clipboth"])

@@ -26,7 +26,7 @@ from t2igan.families.base import SWITCHES, asked_switches, check_switches
 from t2igan.pipeline import Pipeline
 from t2igan.train.run import build_training
 
-from conftest import tiny_overrides
+from conftest import first_step, tiny_overrides
 
 ENCODERS = ("damsm", "minilm", "clip", "char-cnn-rnn", "precomputed")
 EMB_DIM = 8  # width of the precomputed embeddings
@@ -276,14 +276,7 @@ def stream_run(tiny_data, tiny_damsm, tmp_path_factory):
 def _one_step(task, tiny_data, tiny_damsm, out, stream, tiny_clip, **switch):
     extra = _needs(task, stream, tiny_clip)
     tr = build_training(_switch_config(task, tiny_data, tiny_damsm, out, **extra, **switch), resume=False)
-    for m in tr.task.modules.values():
-        m.to(tr.device)
-    tr.task.to_device(tr.device)
-    tr.setup_fast_paths()
-    torch.manual_seed(0)
-    batch = tr.to_batch(next(tr.batches()), 0)
-    torch.manual_seed(1)
-    return tr, {k: float(v) for k, v in tr.task.train_step(batch, 0).items()}
+    return tr, first_step(tr)
 
 
 @pytest.mark.parametrize("switch", sorted(SWITCH_SETTINGS))

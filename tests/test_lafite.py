@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_overrides
+from conftest import first_step, tiny_overrides
 
 from t2igan import T2IError
 from t2igan.config import load_config
@@ -182,14 +182,7 @@ def test_clip_frozen_and_itc_gradient_reaches_G_through_it(tiny_data, tiny_clip,
 
 def _one_step(data, clip_dir, out, **switch):
     tr = build_training(lafite_config(data, clip_dir, out, **switch), resume=False)
-    for m in tr.task.modules.values():
-        m.to(tr.device)
-    tr.task.to_device(tr.device)
-    tr.setup_fast_paths()
-    torch.manual_seed(0)
-    batch = tr.to_batch(next(tr.batches()), 0)
-    torch.manual_seed(1)
-    return {k: float(v) for k, v in tr.task.train_step(batch, 0).items()}
+    return first_step(tr)
 
 
 def test_fast_paths_channels_last_same_step_and_bf16_finite(tiny_data, tiny_clip, tmp_path):

@@ -23,6 +23,17 @@ def cmd_data_synth(a) -> None:
     print(f"SynthFlowers written to {summary['path']}: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
 
 
+def cmd_data_synthfaces(a) -> None:
+    from t2igan.data.synthfaces import write_synthfaces
+
+    try:
+        summary = write_synthfaces(a.out, n=a.n, size=a.size, seed=a.seed, workers=a.workers,
+                                   overwrite=a.overwrite, progress=not a.quiet)
+    except (ValueError, FileExistsError) as e:
+        raise T2IError(str(e)) from None
+    print(f"SynthFaces written to {summary['path']}: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
+
+
 def cmd_data_srnet(a) -> None:
     from t2igan.data.srnet_synth import parse_size, write_srnet_synth
 
@@ -376,6 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_data_synth)
+    sf = d.add_parser("synthfaces", help="write SynthFaces (the built-in procedural face dataset)")
+    sf.add_argument("--out", required=True, help="output folder")
+    sf.add_argument("--n", type=int, default=10000, help="number of images")
+    sf.add_argument("--size", type=int, default=64, help="image side, a multiple of 16 in 32..256")
+    sf.add_argument("--seed", type=int, default=0)
+    sf.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    sf.add_argument("--overwrite", action="store_true", help="replace an existing non-empty folder")
+    sf.add_argument("--quiet", action="store_true", help="no progress bar")
+    sf.set_defaults(func=cmd_data_synthfaces)
     sr = d.add_parser("srnet", help="write synthetic SRNet pairs (i_s, i_t, t_sk, t_t, t_b, t_f, mask_t) from "
                                      "the fonts on this machine")
     sr.add_argument("--out", required=True, help="output folder")

@@ -295,6 +295,10 @@ def write_paraphrase_set(root, per_image: int = 2, seed: int = 0, split: str = "
     from t2igan.data.folder import load_folder
 
     root = Path(root)
+    meta = root / "dataset.json"
+    name = json.loads(meta.read_text(encoding="utf-8")).get("name") if meta.is_file() else None
+    if name not in (None, "synthflowers"):
+        raise T2IError(f"{root}: a {name} folder; paraphrases are built for SynthFlowers only (its attribute words)")
     ds = load_folder(root, split)
     if ds.attributes is None or ds.named is None:
         raise T2IError(f"{root}: no attributes.jsonl with 'named' lists; paraphrases are built from a "

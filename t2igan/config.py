@@ -28,7 +28,19 @@ def config_from_dict(data: Any, source: str = "config") -> Any:
     tasks = registry.tasks()
     if task not in tasks:
         raise ConfigError(f"{source}: 'task' must be one of {sorted(tasks)}, got {task!r}")
-    return from_dict(tasks[task], data)
+    cfg = from_dict(tasks[task], data)
+    check_accumulate(cfg)
+    return cfg
+
+
+def check_accumulate(cfg: Any) -> None:
+    """``train.accumulate`` splits each step's batch into that many equal micro-batches: it must divide
+    ``train.batch_size`` (one line naming the key, as the range checks)."""
+    tc = getattr(cfg, "train", None)
+    k = getattr(tc, "accumulate", 1)
+    if tc is not None and tc.batch_size % k:
+        raise ConfigError(f"config key 'train.accumulate': {k} does not divide train.batch_size={tc.batch_size} "
+                          f"(each step splits its batch into {k} equal micro-batches)")
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] = (), task: str | None = None) -> Any:

@@ -240,7 +240,8 @@ def test_stackgan_stage2_on_a_frozen_encoder_checks_stage1s_encoder(flowers, spe
 # ----------------------------------------------------------------------------- train.* switches
 SWITCH_SETTINGS = {"precision": {"train.precision": "bf16"}, "channels_last": {"train.channels_last": True},
                    "compile": {"train.compile": True, "train.compile_backend": "eager"},
-                   "fused_upsample": {"train.fused_upsample": True}, "adam": {"train.adam": "foreach"}}
+                   "fused_upsample": {"train.fused_upsample": True}, "adam": {"train.adam": "foreach"},
+                   "accumulate": {"train.accumulate": 2}}
 # srnet trains on image pairs, not captions: its switches are tested in test_srnet.py
 TRAINER_FAMILIES = [f.name for f in registry.FAMILIES if f.build is not None and f.name != "srnet"]
 
@@ -317,6 +318,13 @@ def test_every_switch_changes_the_step_or_is_refused(task, switch, tiny_data, ti
         assert wrapped and all(isinstance(w, torch._dynamo.eval_frame.OptimizedModule) for w in wrapped)
     elif switch == "fused_upsample":
         assert any(getattr(b, "fused_upsample", False) for b in on.task.netG.modules())
+    elif switch == "accumulate":  # the same update (float rounding; exact in tests/test_accumulate.py) on half-batches
+        assert logs_on.keys() == logs_off.keys()
+        assert all(logs_on[k] == pytest.approx(logs_off[k], rel=1e-4, abs=1e-6) for k in ("d_loss", "grad_norm_D"))
+        sizes = []
+        on.task.netG.register_forward_hook(lambda m, args, out: sizes.append(args[0].size(0)))
+        on.task.train_step(on.to_batch(next(on.batches()), 1), 1)
+        assert sizes and set(sizes) == {on.tc.batch_size // 2}
 
 
 @pytest.mark.parametrize("task", TRAINER_FAMILIES)

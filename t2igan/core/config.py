@@ -204,6 +204,7 @@ class TrainConfig:
     compile_backend: str = "inductor"  # torch.compile backend (aot_eager: no C++ compiler needed)
     adam: str = "default"  # Adam implementation: default | foreach | fused
     fused_upsample: bool = False  # DF-GAN generator: upsample + 3x3 conv as one transposed conv (same function)
+    accumulate: int = positive(1)  # gradient accumulation: each update over this many micro-batches of batch_size / accumulate rows (1 = off; must divide batch_size)
 
 
 # ----------------------------------------------------------------------------- conversion

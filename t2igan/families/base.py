@@ -8,12 +8,14 @@ config loader, the Pipeline, evaluation and the server read that list and nothin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from t2igan import T2IError
 from t2igan.core.distributed import Precision, World, all_reduce_mean
@@ -64,7 +66,7 @@ def generator_kind(model_family: str) -> str:
 
 
 # ----------------------------------------------------------------------------- the training contract
-SWITCHES = ("precision", "channels_last", "compile", "fused_upsample", "adam", "ddp")
+SWITCHES = ("precision", "channels_last", "compile", "fused_upsample", "adam", "ddp", "accumulate")
 
 
 class TrainStep(Protocol):
@@ -271,6 +273,8 @@ def asked_switches(tc, world_size: int = 1) -> dict[str, str]:
         asked["adam"] = f"train.adam={tc.adam}"
     if world_size > 1:
         asked["ddp"] = f"{world_size} processes (torchrun)"
+    if getattr(tc, "accumulate", 1) > 1:
+        asked["accumulate"] = f"train.accumulate={tc.accumulate}"
     return asked
 
 
@@ -279,7 +283,61 @@ def check_switches(tc, switches: frozenset[str], task: str, world_size: int = 1)
     for key, setting in asked_switches(tc, world_size).items():
         if key not in switches:
             ok = ", ".join(s for s in SWITCHES if s in switches) or "none"
-            raise T2IError(f"{setting}: the {task} step does not support it (its fast paths: {ok})")
+            raise T2IError(f"{setting}: the {task} step does not support it (its train.* switches: {ok})")
+    check_accumulate(tc, world_size)
+
+
+# ----------------------------------------------------------------------------- gradient accumulation
+# ``train.accumulate: K`` (a step with the ``accumulate`` switch): each update sums the gradients of
+# K micro-batches of this process's rows, each micro-batch's mean losses weighted by its share of
+# the rows, then makes one optimiser step; the batch-wide draws (noise, pairings) are made for the
+# whole batch and sliced, so the update is the full batch's to float rounding while the activations
+# held at once are those of one micro-batch.
+def check_accumulate(tc, world_size: int = 1) -> None:
+    """Each process's share of ``train.batch_size`` must split into ``train.accumulate`` equal
+    micro-batches (the config load checks the global batch; here the per-process share)."""
+    k, b = getattr(tc, "accumulate", 1), tc.batch_size
+    if k > 1 and world_size > 1 and b % world_size == 0 and (b // world_size) % k:
+        raise T2IError(f"train.accumulate={k}: each of the {world_size} processes' {b // world_size} rows of "
+                       f"train.batch_size={b} does not split into {k} equal micro-batches")
+
+
+def micro_slices(rows: int, k: int) -> list[slice]:
+    """``k`` consecutive, equal row ranges of a batch of ``rows`` (``rows`` divisible by ``k``)."""
+    if k < 1 or rows % k:
+        raise ValueError(f"a batch of {rows} rows does not split into {k} equal micro-batches")
+    n = rows // k
+    return [slice(i * n, (i + 1) * n) for i in range(k)]
+
+
+def micro_batches(batch, k: int) -> list:
+    """A batch dataclass (:class:`t2igan.data.dataset.Batch`) as ``k`` micro-batches of consecutive
+    rows: every tensor field sliced, each tensor of a list field (the images of every scale) too,
+    anything else kept."""
+    def cut(v, s):
+        if torch.is_tensor(v):
+            return v[s]
+        if isinstance(v, (list, tuple)):
+            return type(v)(cut(x, s) for x in v)
+        return v
+
+    rows = batch.images[-1].size(0)
+    return [dataclasses.replace(batch, **{f.name: cut(getattr(batch, f.name), s) for f in dataclasses.fields(batch)})
+            for s in micro_slices(rows, k)]
+
+
+def no_sync(*modules, when: bool = True) -> contextlib.ExitStack:
+    """``no_sync()`` of every DistributedDataParallel wrapper among ``modules`` (also under a
+    torch.compile wrapper) when ``when``: that micro-batch's forward and backward then accumulate
+    the gradients on this process only, and the last micro-batch's backward (outside it) all-reduces
+    the sum once per update, as DDP does for one batch."""
+    stack = contextlib.ExitStack()
+    if when:
+        for m in modules:
+            m = getattr(m, "_orig_mod", m)
+            if isinstance(m, DistributedDataParallel):
+                stack.enter_context(m.no_sync())
+    return stack
 
 
 # ----------------------------------------------------------------------------- the text side

@@ -5,6 +5,7 @@ embeddings through the embedding cache).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from t2igan.core.folder import write_model_index
 from t2igan.data.dataset import Batch
 from t2igan.data.text import Vocabulary
 from t2igan.families import gan_options as go
-from t2igan.families.base import SWITCHES, Family, StepBase, adam, generator_kind, sample_sentences, text_side
+from t2igan.families.base import (SWITCHES, Family, StepBase, adam, generator_kind, micro_slices, no_sync,
+                                  sample_sentences, text_side)
 from t2igan.families.gan_options import GANOptions
 from t2igan.models import dfgan
 from t2igan.text import damsm
@@ -133,89 +135,205 @@ class DFGANStep(StepBase):
         """Forward callables of the D step: the trainer's DDP / torch.compile wrappers of the modules."""
         self.G, self.D, self.C = fn("netG", self.netG), fn("netD", self.netD), fn("netC", self.netC)
 
-    def d_penalty(self, pred_real, imgs, fake, sent) -> torch.Tensor | None:
-        """The gradient penalty of ``gan.loss`` (official: MA-GP on real, matching pairs)."""
+    def d_penalty(self, pred_real, imgs, fake, sent, eps) -> torch.Tensor | None:
+        """The gradient penalty of ``gan.loss`` (official: MA-GP on real, matching pairs); ``eps``: the
+        WGAN-GP interpolation weights of these rows (drawn for the whole batch)."""
         o, kind = self.cfg.optim, go.PENALTY.get(self.loss_kind)
         if kind == "ma-gp":
             return dfgan.matching_aware_gp(pred_real, imgs, sent, o.gp_weight, o.gp_power, inv_scale=self.precision.inv_scale())
         critic = lambda x: self.C(self.D(x), sent.detach()).float().reshape(-1)  # noqa: E731
         if kind == "gp":
-            eps = shard_randn(self.world, imgs.size(0), 1, 1, 1, device=imgs.device, rand=True)
             return go.wgan_gp(critic, imgs, fake, self.gan.gp_lambda, eps, inv_scale=self.precision.inv_scale())
         if kind == "r1":
             return go.r1_penalty(critic, imgs, self.gan.gp_lambda, inv_scale=self.precision.inv_scale())
         return None
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        """One D update, then one G update, on this process's rows of the global batch.
+
+        With ``train.accumulate`` K each update sums the gradients of K micro-batches of the rows
+        (:func:`t2igan.families.base.micro_slices`), each micro-batch's mean losses and penalties
+        weighted by its share of the rows, before its one optimiser step: the noise, the WGAN-GP
+        interpolation weights and the mismatched pairs are those of the whole batch, sliced, so the
+        update is the full batch's to float rounding. With micro-batches the D update makes the
+        generator's images without a graph and the G update recomputes each micro-batch's (the same
+        images: G has not moved), and the DAMSM term, contrastive over the whole batch, goes through
+        a gradient cache (:meth:`damsm_cache`). With K = 1 it is the one-batch step, unchanged."""
         self.step_now = step
         W, P = self.world, self.precision
         imgs = batch.images[-1]
         words, sent, mask = self.text.batch(batch)  # frozen, in eval mode, no gradient
         B = imgs.size(0)  # this process's share of the global batch
-        imgs = imgs.requires_grad_(True)
-        sent = sent.detach().requires_grad_(True)
+        sent = sent.detach()
         # mismatched pairs (image i+1, caption i) of the global batch, built by pairing each real
         # image with the previous row's caption; a process needs only the gathered captions
-        sent_all = all_gather_rows(sent.detach(), W)
+        sent_all = all_gather_rows(sent, W)
         rows = torch.arange(B, device=imgs.device) * W.size + W.rank  # global rows of this shard
         prev_sent = sent_all[(rows - 1) % sent_all.size(0)]
         # the global batch's noise on every process, each taking its rows: the same numbers
-        # whatever the number of processes
+        # whatever the number of processes (and of micro-batches)
         noise = torch.randn(B * W.size, self.cfg.model.nz, device=imgs.device)[W.rank::W.size]
-        kind, logs = go.BASE_LOSS[self.loss_kind], {}
-        # --- discriminator
-        if not self.updates("D", step):
-            with P.autocast():
-                fake = self.G(noise, sent.detach())
-        else:
-            with P.autocast():
-                real_f = self.D(imgs)
-                pred_real = self.C(real_f, sent)
-                pred_mis = self.C(real_f, prev_sent)
-                fake = self.G(noise, sent.detach())
-                pred_fake = self.C(self.D(fake.detach()), sent)
-            if W.size == 1:
-                pred_mis = pred_mis.roll(-1, 0)  # the official order: row i pairs image i+1, caption i
-            self.watch(pred_real, pred_fake)
-            gp = self.d_penalty(pred_real, imgs, fake, sent)
-            d_loss, logs = go.matching_aware_d(kind, pred_real, pred_mis, pred_fake, gp,
-                                               "ma_gp" if self.loss_kind == "ma-gp" else "d_penalty")
-            self.optimizers["D"].zero_grad(set_to_none=True)
-            # gradients of the D/C parameters only: no gradient into the real images and the
-            # sentence (leaves here only for the MA-GP), whose input convolution backward is wasted work
-            P.scale(d_loss).backward(inputs=self.d_params)
-            self.apply_update("D")
+        parts = micro_slices(B, self.cfg.train.accumulate)
+        fake, fakes, logs = None, [], {}
+        if self.updates("D", step):
+            fake, fakes, logs = self.d_update(parts, imgs, sent, prev_sent, noise)
         if not self.updates("G", step):
             P.update()
             return {**logs, **self.monitor_logs()}
-        # --- generator (through the bare D/C: their gradients are not wanted, nor synchronised)
-        with P.autocast():
-            g_out = self.netC(self.netD(fake), sent.detach())
-        g_adv = -g_out.float().mean() if kind in ("hinge", "wgan") else go.adversarial(kind, g_out, "g")
-        g_loss, out = g_adv, {}
-        if self.image_encoder is not None:
-            self.image_encoder.eval()  # frozen BatchNorm statistics
-            with P.autocast():
-                regions, code = self.image_encoder(fake)
-            L = self.cfg.loss
-            regions, code, s_all = regions.float(), code.float(), sent.detach()
-            if W.distributed:  # the global batch's other captions are the negatives, as on one process
-                regions, code = all_gather_rows_autograd(regions, W), all_gather_rows_autograd(code, W)
-                s_all = sent_all
-                if L.damsm_words:
-                    words = all_gather_rows(words.contiguous(), W)
-                    mask = all_gather_rows(mask.to(torch.uint8), W).bool()
-            if L.damsm_words:
-                w0, w1 = damsm.words_loss(regions, words, mask, L.gamma1, L.gamma2, L.gamma3)
-            s0, s1 = damsm.sentence_loss(code, s_all, L.gamma3)
-            damsm_loss = w0 + w1 + s0 + s1 if L.damsm_words else s0 + s1
-            g_loss = g_adv + self.damsm_weight(step) * damsm_loss
-            out["g_damsm"] = damsm_loss.detach()
-        self.optimizers["G"].zero_grad(set_to_none=True)
-        P.scale(g_loss).backward(inputs=self.g_params)  # D/C weight gradients here would be thrown away
-        self.apply_update("G")
+        out = self.g_update(parts, fake, fakes, noise, sent, words, mask, sent_all, rows, step)
         P.update()
-        return {**logs, "g_loss": g_loss.detach(), "g_adv": g_adv.detach(), **out, **self.monitor_logs()}
+        return {**logs, **out, **self.monitor_logs()}
+
+    def d_update(self, parts, imgs, sent, prev_sent, noise):
+        """D/C's update over the micro-batches ``parts``. Returns (the generator's images with their
+        graph when there is one micro-batch, else None; with micro-batches and the DAMSM term, each
+        micro-batch's images without a graph, for its gradient cache; the logs, full-batch means)."""
+        W, P, B, one = self.world, self.precision, imgs.size(0), len(parts) == 1
+        kind = go.BASE_LOSS[self.loss_kind]
+        penalty_name = "ma_gp" if self.loss_kind == "ma-gp" else "d_penalty"
+        # WGAN-GP's interpolation weights, drawn for the whole batch (no draw happens in between)
+        eps = shard_randn(W, B, 1, 1, 1, device=imgs.device, rand=True) if go.PENALTY.get(self.loss_kind) == "gp" else None
+        self.optimizers["D"].zero_grad(set_to_none=True)
+        fake, fakes, logs, reals, fake_outs = None, [], {}, [], []
+        for j, s in enumerate(parts):
+            share = (s.stop - s.start) / B
+            # leaves for the MA-GP, which takes the gradient with respect to the image and the sentence
+            x, c = imgs[s].detach().requires_grad_(True), sent[s].detach().requires_grad_(True)
+            with no_sync(self.D, self.C, when=j < len(parts) - 1):  # one all-reduce, after the last
+                with P.autocast():
+                    real_f = self.D(x)
+                    pred_real = self.C(real_f, c)
+                    pred_mis = self.C(real_f, prev_sent[s])
+                    with contextlib.nullcontext() if one else torch.no_grad():  # the G update makes its own
+                        fake = self.G(noise[s], sent[s])
+                    pred_fake = self.C(self.D(fake.detach()), c)
+                if W.size == 1 and one:
+                    pred_mis = pred_mis.roll(-1, 0)  # the official order: row i pairs image i+1, caption i
+                gp = self.d_penalty(pred_real, x, fake, c, None if eps is None else eps[s])
+                d_loss, part_logs = go.matching_aware_d(kind, pred_real, pred_mis, pred_fake, gp, penalty_name)
+                # gradients of the D/C parameters only: no gradient into the real images and the
+                # sentence (leaves here only for the MA-GP), whose input convolution backward is wasted work
+                P.scale(d_loss * share).backward(inputs=self.d_params)
+            for k, v in part_logs.items():
+                logs[k] = logs[k] + v * share if k in logs else v * share
+            reals.append(pred_real.detach())
+            fake_outs.append(pred_fake.detach())
+            if not one and self.image_encoder is not None:
+                fakes.append(fake)
+        self.watch(torch.cat(reals), torch.cat(fake_outs))
+        self.apply_update("D")
+        return (fake if one else None), fakes, logs
+
+    def g_update(self, parts, fake, fakes, noise, sent, words, mask, sent_all, rows, step) -> dict[str, torch.Tensor]:
+        """G's update over the micro-batches ``parts``, through the bare D/C (their gradients are not
+        wanted, nor synchronised); ``fake``: the one micro-batch's images from the D update, or None
+        (made here). Returns the logs (full-batch values)."""
+        P, B = self.precision, noise.size(0)
+        kind = go.BASE_LOSS[self.loss_kind]
+        weight, cache = 0.0, None
+        if self.image_encoder is not None:
+            weight = self.damsm_weight(step)
+            if len(parts) > 1:
+                cache = self.damsm_cache(parts, fakes, noise, sent, words, mask, sent_all, rows)
+        self.optimizers["G"].zero_grad(set_to_none=True)
+        g_adv_all, damsm_loss = 0.0, None
+        for j, s in enumerate(parts):
+            share = (s.stop - s.start) / B
+            with no_sync(self.G, when=j < len(parts) - 1):
+                f = fake
+                if f is None:
+                    with P.autocast():
+                        f = self.G(noise[s], sent[s])
+                with P.autocast():
+                    g_out = self.netC(self.netD(f), sent[s])
+                g_adv = -g_out.float().mean() if kind in ("hinge", "wgan") else go.adversarial(kind, g_out, "g")
+                g_loss = g_adv * share
+                if self.image_encoder is not None and cache is None:  # one micro-batch: the batch loss itself
+                    damsm_loss = self.damsm_of(f, words, mask, sent, sent_all)
+                    g_loss = g_loss + weight * damsm_loss
+                elif cache is not None:  # the cached gradient of the batch loss through these images
+                    damsm_loss, g_regions, g_code = cache
+                    g_loss = g_loss + weight * self.damsm_surrogate(f, None if g_regions is None else g_regions[s], g_code[s])
+                P.scale(g_loss).backward(inputs=self.g_params)  # D/C weight gradients here would be thrown away
+            g_adv_all = g_adv_all + g_adv.detach() * share
+        self.apply_update("G")
+        out = {"g_loss": g_adv_all, "g_adv": g_adv_all}
+        if damsm_loss is not None:
+            out["g_loss"] = g_adv_all + weight * damsm_loss.detach()
+            out["g_damsm"] = damsm_loss.detach()
+        return out
+
+    # ------------------------------------------------------------------ the DAMSM term
+    def damsm_text(self, words, mask, sent, sent_all):
+        """The captions the DAMSM loss compares the images with: the global batch's (under torchrun
+        its other captions are the negatives, as on one process)."""
+        W = self.world
+        if not W.distributed:
+            return words, mask, sent
+        if self.cfg.loss.damsm_words:
+            words = all_gather_rows(words.contiguous(), W)
+            mask = all_gather_rows(mask.to(torch.uint8), W).bool()
+        return words, mask, sent_all
+
+    def damsm_loss(self, regions, code, words, mask, sent) -> torch.Tensor:
+        """AttnGAN's DAMSM word + sentence loss of the batch's image features (float32), or its sentence term."""
+        L = self.cfg.loss
+        s0, s1 = damsm.sentence_loss(code, sent, L.gamma3)
+        if not L.damsm_words:
+            return s0 + s1
+        w0, w1 = damsm.words_loss(regions, words, mask, L.gamma1, L.gamma2, L.gamma3)
+        return w0 + w1 + s0 + s1
+
+    def image_features(self, fake):
+        """The frozen image encoder's (regions, code) of ``fake``, at least float32 (out of autocast)."""
+        self.image_encoder.eval()  # frozen BatchNorm statistics
+        with self.precision.autocast():
+            regions, code = self.image_encoder(fake)
+        up = lambda x: x.to(torch.promote_types(x.dtype, torch.float32))  # noqa: E731
+        return up(regions), up(code)
+
+    def damsm_of(self, fake, words, mask, sent, sent_all) -> torch.Tensor:
+        """The DAMSM loss of this process's images ``fake`` (all its rows) against the global batch."""
+        W = self.world
+        regions, code = self.image_features(fake)
+        if W.distributed:  # gradients go back to the process that made each row
+            regions, code = all_gather_rows_autograd(regions, W), all_gather_rows_autograd(code, W)
+        return self.damsm_loss(regions, code, *self.damsm_text(words, mask, sent, sent_all))
+
+    def damsm_cache(self, parts, fakes, noise, sent, words, mask, sent_all, rows):
+        """The gradient cache of the DAMSM term with micro-batches (it is contrastive over the whole
+        batch, so not a sum over micro-batches): the image encoder's outputs on every micro-batch's
+        images without a graph (``fakes``: those of the D update, else made here), the batch loss on
+        them as leaves and its gradient with respect to them. Each micro-batch then backpropagates its
+        rows of that gradient through its recomputed outputs (:meth:`damsm_surrogate`), which adds up to
+        the batch loss's gradient exactly. Returns (loss, d loss / d regions or None when the word term
+        is off, d loss / d code): the gradients of this process's rows, times the number of processes
+        since DDP averages what each process sends (what ``all_gather_rows_autograd`` gives without
+        micro-batches: every process's loss, the same one, sends its gradient back to each row)."""
+        W, P = self.world, self.precision
+        with torch.no_grad():
+            feats = []
+            for j, s in enumerate(parts):
+                f = fakes[j] if fakes else None
+                if f is None:
+                    with P.autocast():
+                        f = self.G(noise[s], sent[s])
+                feats.append(self.image_features(f))
+            regions = all_gather_rows(torch.cat([r for r, _ in feats]), W).requires_grad_(True)
+            code = all_gather_rows(torch.cat([c for _, c in feats]), W).requires_grad_(True)
+        loss = self.damsm_loss(regions, code, *self.damsm_text(words, mask, sent, sent_all))
+        g_regions, g_code = torch.autograd.grad(loss, (regions, code), allow_unused=True)
+        mine = lambda g: None if g is None else g[rows] * W.size  # noqa: E731
+        return loss.detach(), mine(g_regions), mine(g_code)
+
+    def damsm_surrogate(self, fake, g_regions, g_code) -> torch.Tensor:
+        """A scalar whose gradient through ``fake`` is the cached batch-loss gradient of these rows:
+        ``sum(g_code * code(fake))`` (+ ``sum(g_regions * regions(fake))`` with the word term)."""
+        regions, code = self.image_features(fake)
+        out = (code * g_code).sum()
+        if g_regions is not None:
+            out = out + (regions * g_regions).sum()
+        return out
 
     @torch.no_grad()
     def sample(self, captions, seed, n, ema):

@@ -335,7 +335,8 @@ def test_ddp_is_honoured_or_refused(task, tiny_data, tiny_damsm, stream_run, tin
     tr = build_training(_switch_config(task, tiny_data, tiny_damsm, tmp_path / "r", **extra), resume=False)
     if "ddp" in tr.task.switches:
         check_switches(tr.tc, tr.task.switches, task, world_size=2)
-        assert task in ("dfgan", "damsm", "gan_int_cls", "stackgan", "stackganpp", "hdgan", "attngan", "stream", "mirrorgan")
+        assert task in ("dfgan", "damsm", "gan_int_cls", "stackgan", "stackganpp", "hdgan", "attngan", "stream", "mirrorgan",
+                        "galip", "lafite")
     else:
         with pytest.raises(T2IError, match=r"2 processes \(torchrun\): the .* step does not support it"):
             check_switches(tr.tc, tr.task.switches, task, world_size=2)

@@ -27,6 +27,7 @@ from t2igan.core.config import (
     in_range,
     positive,
 )
+from t2igan.core.distributed import World, all_gather_rows, shard_randn
 from t2igan.core.folder import write_model_index
 from t2igan.data.dataset import Batch
 from t2igan.data.text import Vocabulary
@@ -133,6 +134,16 @@ def vision_config(clip) -> dict:
     return clip.model.vision_model.config.to_dict()
 
 
+def next_rows(x: torch.Tensor, world: World) -> torch.Tensor:
+    """``x.roll(-1, 0)`` of the global batch, this process's rows (row i gets the global row after it; no
+    gradient through the gathered rows): the official mismatched pair, image i with caption i + 1."""
+    if not world.distributed:
+        return x.roll(-1, 0)
+    full = all_gather_rows(x.detach(), world)
+    rows = torch.arange(x.size(0), device=x.device) * world.size + world.rank
+    return full[(rows + 1) % full.size(0)]
+
+
 # ----------------------------------------------------------------------------- the step
 class GALIPStep(StepBase):
     """GALIP's official step: D (hinge on real / mismatched / fake pairs over CLIP features +
@@ -141,10 +152,20 @@ class GALIPStep(StepBase):
 
     ``clip``: the :class:`~t2igan.text.clip.CLIPBundle` (frozen); its image tower is D's encoder
     (held by :attr:`image_encoder`, not checkpointed) and its vision layers are copied once into
-    the generator's mapper (saved with the generator, never trained)."""
+    the generator's mapper (saved with the generator, never trained).
+
+    Under torchrun the noise, the WGAN-GP weights and the mismatched captions are the global batch's
+    and the gradients are averaged over the processes after each backward, so N processes train the
+    parameters of one. ``manual_sync`` rather than DDP wrappers: D's blocks hold the official unused
+    shortcut convolution (``D_Block.conv_s`` where the width does not change), a parameter without a
+    gradient that a DDP wrapper refuses; the average skips it on every process alike. The MA-GP's
+    ``autograd.grad`` runs through the bare D and C, so the D loss's one backward and one average
+    make D's update. The frozen CLIP (the image encoder, and G's mapper copy) is never trained nor
+    synchronised: the same files on every process."""
 
     ema_of = "netG"
-    switches = frozenset({"precision", "channels_last", "adam"})
+    switches = frozenset({"precision", "channels_last", "adam", "ddp"})
+    manual_sync = True
 
     def __init__(self, cfg, text: Conditioning, vocab: Vocabulary, clip):
         super().__init__()
@@ -184,7 +205,7 @@ class GALIPStep(StepBase):
                                            inv_scale=self.precision.inv_scale())
         critic = lambda x: self.critic(x, sent.detach())
         if kind == "gp":
-            eps = torch.rand(real_f.size(0), *([1] * (real_f.dim() - 1)), device=real_f.device)
+            eps = shard_randn(self.world, real_f.size(0), *([1] * (real_f.dim() - 1)), device=real_f.device, rand=True)
             return go.wgan_gp(critic, real_f, fake_f, self.gan.gp_lambda, eps, inv_scale=self.precision.inv_scale())
         if kind == "r1":
             return go.r1_penalty(critic, real_f, self.gan.gp_lambda, inv_scale=self.precision.inv_scale())
@@ -192,12 +213,12 @@ class GALIPStep(StepBase):
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         self.step_now = step
-        P = self.precision
+        P, W = self.precision, self.world
         imgs = batch.images[-1]
         _, sent, _ = self.text.batch(batch)  # frozen, no gradient
         sent = sent.detach().float()
-        B = imgs.size(0)
-        noise = torch.randn(B, self.cfg.model.nz, device=imgs.device)
+        B = imgs.size(0)  # this process's share of the global batch
+        noise = shard_randn(W, B, self.cfg.model.nz, device=imgs.device)  # the global batch's noise, this share's rows
         kind, logs = go.BASE_LOSS[self.loss_kind], {}
         g_up = self.updates("G", step)
         with torch.set_grad_enabled(g_up), P.autocast():
@@ -212,7 +233,7 @@ class GALIPStep(StepBase):
             with P.autocast():
                 real_h = self.netD(real_f)
                 pred_real = self.netC(real_h, sent_gp)
-                pred_mis = self.netC(real_h, sent.roll(-1, 0))  # official: image i with caption i + 1
+                pred_mis = self.netC(real_h, next_rows(sent, W))  # official: image i with caption i + 1
                 pred_fake = self.netC(self.netD(fake_f.detach()), sent)
             self.watch(pred_real, pred_fake)
             gp = self.d_penalty(pred_real, real_f, fake_f.detach().float(), sent_gp)

@@ -32,6 +32,7 @@ from t2igan.core.config import (
     in_range,
     positive,
 )
+from t2igan.core.distributed import all_gather_rows, all_gather_rows_autograd, shard_randn, world_from_env
 from t2igan.core.folder import write_model_index
 from t2igan.data.dataset import Batch
 from t2igan.families import gan_options as go
@@ -138,10 +139,17 @@ def fake_view(img: torch.Tensor, size: int, ratio: float) -> torch.Tensor:
 
 class LafiteStep(StepBase):
     """One LAFITE step: G (non-saturating + contrastive itc/itd/iic/iid), then D (non-saturating + itd on the
-    real images), then, every ``r1_interval`` steps, D's lazy R1 as its own update (the official phases)."""
+    real images), then, every ``r1_interval`` steps, D's lazy R1 as its own update (the official phases).
+
+    Under torchrun every random draw (noise, per-pixel noise, style mixing, the perturbation and mixing of the
+    conditions, WGAN-GP weights) is the global batch's, the contrastive terms contrast every image with every
+    condition of the global batch, and ``w_avg`` follows the global batch's mean w, so N processes train the
+    parameters of one. ``manual_sync``: G runs through ``mapping`` and ``synthesis``, which a DDP wrapper's
+    ``forward`` would not see, so the gradients are averaged after each backward."""
 
     ema_of = "G"
-    switches = frozenset({"precision", "channels_last", "adam"})
+    switches = frozenset({"precision", "channels_last", "adam", "ddp"})
+    manual_sync = True
 
     def __init__(self, cfg, clip, encoder, text=None):
         """``clip``: the CLIPBundle; ``encoder``: the CLIP caption encoder (samples, export); ``text``: its
@@ -191,31 +199,46 @@ class LafiteStep(StepBase):
 
     def conditions(self, batch: Batch, imgs: torch.Tensor):
         """(fts [B, E]: the condition of G and D and the contrastive target, img_fts [B, E] or None)."""
-        L, B = self.cfg.lafite, imgs.size(0)
+        L, B, W = self.cfg.lafite, imgs.size(0), self.world
         need_img = L.mixing_prob > 0 or L.iic > 0
         img_fts = self.real_features(imgs) if need_img else None
-        noise = F.normalize(torch.randn(B, self.clip.embed_dim, device=imgs.device), dim=-1)
+        noise = F.normalize(shard_randn(W, B, self.clip.embed_dim, device=imgs.device), dim=-1)
         pseudo = perturb(img_fts, noise, L.img_noise) if L.mixing_prob > 0 else None
         if self.language_free:
             return pseudo, img_fts  # no caption, nor its feature, is read
         _, sent, _ = self.text.batch(batch)
         txt = perturb(F.normalize(sent.float(), dim=-1), noise, L.txt_noise)
         if pseudo is not None:
-            txt = torch.where(torch.rand(B, 1, device=imgs.device) < L.mixing_prob, pseudo, txt)
+            txt = torch.where(shard_randn(W, B, 1, device=imgs.device, rand=True) < L.mixing_prob, pseudo, txt)
         return txt, img_fts
+
+    def noise(self, rows: int, device) -> torch.Tensor:
+        """This process's rows of the global batch's z."""
+        return shard_randn(self.world, rows, self.cfg.model.z_dim, device=device)
+
+    def mapping(self, z: torch.Tensor, track: bool = True) -> torch.Tensor:
+        """G's mapping; with ``track`` its ``w_avg`` follows the mean w of the global batch (under torchrun the
+        mean of every process's rows, not of this process's alone)."""
+        m, W = self.G.mapping, self.world
+        if not W.distributed:
+            return m(z, skip_w_avg_update=not track)
+        ws = m(z, skip_w_avg_update=True)
+        if track and m.training:
+            m.track_w_avg(all_gather_rows(ws[:, 0].detach().float(), W).mean(0))  # ws repeats w over its layers
+        return ws
 
     def run_G(self, z: torch.Tensor, fts: torch.Tensor) -> torch.Tensor:
         """The generator with style mixing (probability ``lafite.style_mixing_prob``: layers from a random
-        cut-off on take the w of a second noise)."""
-        G = self.G
-        ws = G.mapping(z)
+        cut-off on take the w of a second noise); the cut-off and the coin are one draw for the global batch."""
+        G, W = self.G, self.world
+        ws = self.mapping(z)
         p = self.cfg.lafite.style_mixing_prob
         if p > 0 and G.num_ws > 1:
             cutoff = int(torch.randint(1, G.num_ws, ()))
             if float(torch.rand(())) < p:
-                ws2 = G.mapping(torch.randn_like(z), skip_w_avg_update=True)
+                ws2 = self.mapping(self.noise(z.size(0), z.device), track=False)
                 ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], 1)
-        return G.synthesis(ws, fts, noise_mode="random")
+        return G.synthesis(ws, fts, noise_mode="random", shard=(W.rank, W.size))
 
     def clip_fake(self, img: torch.Tensor) -> torch.Tensor:
         L = self.cfg.lafite
@@ -223,9 +246,19 @@ class LafiteStep(StepBase):
             img = fake_view(img, self.clip.image_size, L.crop_ratio)
         return F.normalize(self.clip.encode_image(img).float(), dim=-1)
 
+    def global_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The rows of ``x`` of the whole global batch, in batch order (``x`` itself on one process); gradients
+        go back to the process that computed each row."""
+        if not self.world.distributed:
+            return x
+        x = x.float()
+        return all_gather_rows_autograd(x, self.world) if x.requires_grad else all_gather_rows(x, self.world)
+
     def contra(self, a, b) -> torch.Tensor:
+        """:func:`contrastive_loss` of ``a`` against ``b`` over the global batch (every image against every
+        condition of all processes, as on one process)."""
         L = self.cfg.lafite
-        return contrastive_loss(a, b, L.temp, L.lam, L.contrastive)
+        return contrastive_loss(self.global_rows(a), self.global_rows(b), L.temp, L.lam, L.contrastive)
 
     def d_penalty(self, imgs: torch.Tensor, fake: torch.Tensor, fts: torch.Tensor) -> torch.Tensor | None:
         """The every-step penalty of another ``gan.loss`` (r1 / wgan-gp / ma-gp; none for official: lazy R1)."""
@@ -234,7 +267,7 @@ class LafiteStep(StepBase):
         if kind == "r1":
             return go.r1_penalty(critic, imgs, self.gan.gp_lambda)
         if kind == "gp":
-            eps = torch.rand(imgs.size(0), 1, 1, 1, device=imgs.device)
+            eps = shard_randn(self.world, imgs.size(0), 1, 1, 1, device=imgs.device, rand=True)
             return go.wgan_gp(critic, imgs, fake, self.gan.gp_lambda, eps)
         if kind == "ma-gp":
             o = self.cfg.optim
@@ -249,10 +282,9 @@ class LafiteStep(StepBase):
         B = imgs.size(0)
         fts, img_fts = self.conditions(batch, imgs)
         kind, logs = go.BASE_LOSS[self.loss_kind], {}
-        zdim = self.cfg.model.z_dim
         if self.updates("G", step):
             with P.autocast():
-                fake = self.run_G(torch.randn(B, zdim, device=imgs.device), fts)
+                fake = self.run_G(self.noise(B, imgs.device), fts)
                 logits, d_fts = self.D(fake, fts)
             g_adv = go.adversarial(kind, logits, "g")
             g_loss, terms = g_adv, {}
@@ -280,7 +312,7 @@ class LafiteStep(StepBase):
         if self.updates("D", step):
             with P.autocast():
                 with torch.no_grad():
-                    fake = self.run_G(torch.randn(B, zdim, device=imgs.device), fts)
+                    fake = self.run_G(self.noise(B, imgs.device), fts)
                 fake_logits, _ = self.D(fake, fts)
                 real_logits, real_d_fts = self.D(imgs, fts)
             self.watch(real_logits, fake_logits)
@@ -345,6 +377,24 @@ def check_config(cfg) -> None:
         raise T2IError("clip is empty: name the CLIP (a Hugging Face CLIP folder such as runs/clip_synth64, or ARCH:FILE)")
 
 
+def check_processes(cfg, processes: int) -> None:
+    """Under torchrun (``processes`` > 1), the D choices that would mix images of different processes, refused
+    in one line: the official batch projection, and minibatch-std groups that do not lie within one process's share
+    (of the strided shards, a group of ``g`` rows lies within one process exactly when ``g`` divides the share)."""
+    n = cfg.train.batch_size
+    if processes <= 1 or n % processes:  # an indivisible batch is refused by the trainer
+        return
+    m = cfg.model
+    if m.projection == "batch":
+        raise T2IError(f"model.projection=batch adds the sum over the batch to every logit, which on {processes} "
+                       "processes would be each one's share: set model.projection=sample to train under torchrun")
+    g = lafite.mbstd_group(m.mbstd_group_size, n)
+    if (n // processes) % g:
+        raise T2IError(f"model.mbstd_group_size={m.mbstd_group_size}: D's minibatch-std groups of {g} images must lie "
+                       f"within one process's share of train.batch_size={n} ({n // processes} on each of {processes} "
+                       "processes): choose a group size that divides the share, or a larger batch")
+
+
 def text_spec(cfg, clip) -> str:
     """The text encoder spec: ``clip:<clip>``; another encoder is refused (the condition must lie in CLIP's space)."""
     spec = str(cfg.text_encoder).strip() or clip.spec
@@ -359,6 +409,7 @@ def build(cfg, data, resume: bool):
     from t2igan.text.clip import CLIPCaptionEncoder, load_clip
 
     check_config(cfg)
+    check_processes(cfg, world_from_env().size)
     clip = load_clip(cfg.clip)
     text_spec(cfg, clip)
     enc = CLIPCaptionEncoder(clip)  # the text tower of the same bundle (spec clip:<clip>; one copy of the weights)

@@ -179,11 +179,26 @@ class MappingNetwork(nn.Module):
         for idx in range(self.num_layers):
             x = getattr(self, f"fc{idx}")(x)
         if self.training and not skip_w_avg_update:
-            self.w_avg.copy_(x.detach().float().mean(0).lerp(self.w_avg, self.w_avg_beta))
+            self.track_w_avg(x.detach().float().mean(0))
         x = x.unsqueeze(1).repeat(1, self.num_ws, 1)  # (B, num_ws, w_dim)
         if truncation_psi != 1:
             x = self.w_avg.lerp(x, truncation_psi)
         return x
+
+    @torch.no_grad()
+    def track_w_avg(self, mean: torch.Tensor) -> None:
+        """Move ``w_avg`` towards a batch's mean w (``forward`` passes its own batch's; a distributed step
+        skips that and passes the global batch's, which no process sees alone)."""
+        self.w_avg.copy_(mean.lerp(self.w_avg, self.w_avg_beta))
+
+
+def pixel_noise(rows: int, resolution: int, device, shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
+    """Per-pixel noise ``(rows, 1, R, R)`` of a synthesis layer; ``shard=(rank, size)``: this process's rows
+    of the global batch's draw (``rows * size``, strided as the batch), the same numbers on any number of processes."""
+    rank, size = shard
+    if size == 1:
+        return torch.randn(rows, 1, resolution, resolution, device=device)
+    return torch.randn(rows * size, 1, resolution, resolution, device=device)[rank::size]
 
 
 def _structure2(layer: nn.Module, w_dim: int, f_dim: int, fts_dim: int, in_channels: int) -> None:
@@ -216,11 +231,12 @@ class SynthesisLayer(nn.Module):
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
-    def forward(self, x, w, fts, noise_mode: str = "random", fused_modconv: bool = True, gain: float = 1.0):
+    def forward(self, x, w, fts, noise_mode: str = "random", fused_modconv: bool = True, gain: float = 1.0,
+                shard: tuple[int, int] = (0, 1)):
         styles = _styles(self, w, fts)
         noise = None
         if self.use_noise and noise_mode == "random":
-            noise = torch.randn(x.size(0), 1, self.resolution, self.resolution, device=x.device) * self.noise_strength
+            noise = pixel_noise(x.size(0), self.resolution, x.device, shard) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
@@ -266,15 +282,17 @@ class SynthesisBlock(nn.Module):
         self.num_conv += 1
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim, f_dim=f_dim, fts_dim=fts_dim, conv_clamp=conv_clamp)
 
-    def forward(self, x, img, ws, fts, noise_mode: str = "random", fused_modconv: bool | None = None):
+    def forward(self, x, img, ws, fts, noise_mode: str = "random", fused_modconv: bool | None = None,
+                shard: tuple[int, int] = (0, 1)):
+        """``shard``: (rank, processes) of a distributed step, whose per-pixel noise is the global batch's (:func:`pixel_noise`)."""
         if fused_modconv is None:  # the official choice: fused at inference, two cheap scalings in training
             fused_modconv = not self.training
         w_iter = iter(ws.unbind(dim=1))
         if self.in_channels == 0:
             x = self.const.to(ws.dtype).unsqueeze(0).repeat(ws.size(0), 1, 1, 1)
         else:
-            x = self.conv0(x, next(w_iter), fts, noise_mode=noise_mode, fused_modconv=fused_modconv)
-        x = self.conv1(x, next(w_iter), fts, noise_mode=noise_mode, fused_modconv=fused_modconv)
+            x = self.conv0(x, next(w_iter), fts, noise_mode=noise_mode, fused_modconv=fused_modconv, shard=shard)
+        x = self.conv1(x, next(w_iter), fts, noise_mode=noise_mode, fused_modconv=fused_modconv, shard=shard)
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         y = self.torgb(x, next(w_iter), fts, fused_modconv=fused_modconv).float()
@@ -366,6 +384,15 @@ class DiscriminatorBlock(nn.Module):
         return y + x
 
 
+def mbstd_group(group_size: int | None, n: int) -> int:
+    """The group size :class:`MinibatchStdLayer` uses on a batch of ``n``: ``group_size`` (None: the batch),
+    at most ``n``, lowered until it divides ``n``. Group ``j`` holds rows ``j, j + n / G, j + 2 n / G, ...``."""
+    g = min(group_size, n) if group_size is not None else n
+    while n % g:
+        g -= 1
+    return g
+
+
 class MinibatchStdLayer(nn.Module):
     """Appends the standard deviation over groups of ``group_size`` images (averaged over channels and pixels).
     A batch the group size does not divide uses the largest group size that does."""
@@ -376,9 +403,7 @@ class MinibatchStdLayer(nn.Module):
 
     def forward(self, x):
         N, C, H, W = x.shape
-        G = min(self.group_size, N) if self.group_size is not None else N
-        while N % G:
-            G -= 1
+        G = mbstd_group(self.group_size, N)
         Fc = self.num_channels
         y = x.float().reshape(G, -1, Fc, C // Fc, H, W)
         y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt()  # (n, F, c, H, W)

@@ -336,7 +336,7 @@ def test_ddp_is_honoured_or_refused(task, tiny_data, tiny_damsm, stream_run, tin
     if "ddp" in tr.task.switches:
         check_switches(tr.tc, tr.task.switches, task, world_size=2)
         assert task in ("dfgan", "damsm", "gan_int_cls", "stackgan", "stackganpp", "hdgan", "attngan", "stream", "mirrorgan",
-                        "galip", "lafite")
+                        "galip", "lafite", "clip", "sje", "distill")
     else:
         with pytest.raises(T2IError, match=r"2 processes \(torchrun\): the .* step does not support it"):
             check_switches(tr.tc, tr.task.switches, task, world_size=2)

@@ -18,6 +18,8 @@ matrices only (not on gains, biases or the temperature), linear warmup then cosi
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ from t2igan.core.config import (
     in_range,
     positive,
 )
+from t2igan.core.distributed import all_gather_rows, all_gather_rows_autograd
 from t2igan.core.folder import write_model_index
 from t2igan.data.dataset import Batch
 from t2igan.data.text import Vocabulary
@@ -150,9 +153,18 @@ def normalize_pixels(images: torch.Tensor, mean=OPENAI_MEAN, std=OPENAI_STD) -> 
 
 
 class CLIPStep(StepBase):
-    """One contrastive step of a ``transformers.CLIPModel`` on a batch of (image, one of its captions)."""
+    """One contrastive step of a ``transformers.CLIPModel`` on a batch of (image, one of its captions).
 
-    switches = frozenset({"precision"})
+    Under torchrun every image is contrasted with every caption of the global batch: each process
+    embeds its rows, the embeddings are all-gathered (gradients sent back to the process that
+    computed a row) and every process computes the global batch's loss. A gathered row's gradient
+    then comes back summed over the W processes (W times the one-process gradient of that row),
+    while the temperature's is the global loss's own on every process; the average of
+    :meth:`optimize` (``manual_sync``: the towers are called through ``vision_model`` /
+    ``text_model``, not a ``forward`` a DDP wrapper would see) makes both the one-process gradient."""
+
+    switches = frozenset({"precision", "ddp"})
+    manual_sync = True
 
     def __init__(self, cfg, captions: list[list[str]], vocab: dict[str, int], merges: list[tuple[str, str]], test=None):
         super().__init__()
@@ -171,6 +183,20 @@ class CLIPStep(StepBase):
             [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=o.lr_g, betas=(o.beta1, o.beta2), eps=1e-6)}
         self.max_steps = cfg.train.max_steps
+
+    def wrap(self, fn) -> None:
+        """No wrappers (``manual_sync``); under torchrun (the process group joined) every process must
+        hold the same BPE, each having learnt its own from the captions at build time."""
+        if self.world.distributed:
+            import torch.distributed as dist
+
+            mine = hashlib.sha256(json.dumps([self.vocab, self.merges], sort_keys=True).encode()).hexdigest()
+            every = [None] * self.world.size
+            dist.all_gather_object(every, mine)
+            if len(set(every)) > 1:
+                raise T2IError(f"task clip under torchrun: the {self.world.size} processes learnt different BPE "
+                               "tokenizers from the captions; train one process first (RUN/pipeline) and --resume")
+        super().wrap(fn)
 
     def tokenize(self, texts: list[str], device) -> dict[str, torch.Tensor]:
         t = self.tokenizer(texts, padding=True, truncation=True, max_length=self.cfg.model.context_length,
@@ -192,15 +218,23 @@ class CLIPStep(StepBase):
         span = max(1, self.max_steps - s.warmup_steps)
         return base * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - s.warmup_steps) / span)))
 
+    def texts_of(self, index: torch.Tensor, caption_index: torch.Tensor) -> list[str]:
+        """The caption texts of batch rows (image index, caption index), read with one device sync."""
+        return [self.captions[i][j] for i, j in zip(index.tolist(), caption_index.tolist())]
+
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         self.step_now = step
         images = batch.images[-1]
-        texts = [self.captions[int(i)][int(j)] for i, j in zip(batch.index, batch.caption_index)]
-        tokens = self.tokenize(texts, images.device)
-        same = torch.tensor([[a == b for b in texts] for a in texts], device=images.device)
-        same.fill_diagonal_(False)  # identical caption texts of two images: no negatives of each other
+        tokens = self.tokenize(self.texts_of(batch.index, batch.caption_index), images.device)
         with self.autocast():
             img, txt = self.embed(normalize_pixels(images), tokens)
+        index, caption_index = batch.index, batch.caption_index
+        if self.world.distributed:  # the global batch's rows, in its order, on every process
+            img, txt = all_gather_rows_autograd(img, self.world), all_gather_rows_autograd(txt, self.world)
+            index, caption_index = (all_gather_rows(t.to(images.device), self.world) for t in (index, caption_index))
+        texts = self.texts_of(index, caption_index)
+        same = torch.tensor([[a == b for b in texts] for a in texts], device=images.device)
+        same.fill_diagonal_(False)  # identical caption texts of two images: no negatives of each other
         loss, i2t, t2i = contrastive_loss(img, txt, self.model.logit_scale.float(), same)
         opt = self.optimizers["adamw"]
         for g in opt.param_groups:

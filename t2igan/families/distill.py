@@ -125,7 +125,14 @@ def build_student(cfg, vocab, dim: int) -> tuple[nn.Module, dict]:
 
 
 class DistillStep(StepBase):
-    switches = frozenset({"precision"})  # no 2-d convolutions: channels_last would change nothing
+    """Regress the student's sentence vectors onto the teacher's (a fixed table, never a module).
+
+    Both loss terms are means over the rows, so under torchrun the average of the processes'
+    gradients over their equal shares (:meth:`optimize`, ``manual_sync``) is the global batch's;
+    the student has no BatchNorm and its dropout masks are drawn per process."""
+
+    switches = frozenset({"precision", "ddp"})  # no 2-d convolutions: channels_last would change nothing
+    manual_sync = True
 
     def __init__(self, cfg, vocab, data: CaptionedImages, eval_data: CaptionedImages | None):
         super().__init__()

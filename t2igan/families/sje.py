@@ -13,6 +13,7 @@ import torch
 
 from t2igan.core import weights as ckpt
 from t2igan.core.config import DataConfig, ImageEncoderConfig, OptimConfig, TrainConfig, at_least, in_range, positive
+from t2igan.core.distributed import all_gather_rows_autograd
 from t2igan.core.folder import write_model_index
 from t2igan.data.text import Vocabulary
 from t2igan.families.base import Family, StepBase
@@ -71,9 +72,16 @@ class SJEStep(StepBase):
     Reed used fixed GoogLeNet features with a no-op image encoder; ImageNet weights cannot be
     assumed here, so the image side is :class:`t2igan.text.damsm.ImageEncoder`'s global code,
     trained from scratch.
+
+    Under torchrun the hinge contrasts every image with every caption of the global batch: the
+    embeddings of each process's rows are all-gathered (gradients sent back), every process
+    computes the global loss (divided by the global ``B * B``) and :meth:`optimize` averages the
+    gradients (``manual_sync``: the image encoder's region features are unused here, which a DDP
+    wrapper refuses); the image encoder's BatchNorm uses the global batch's statistics.
     """
 
-    switches = frozenset({"precision", "channels_last"})  # RMSprop: train.adam does not apply
+    switches = frozenset({"precision", "channels_last", "ddp"})  # RMSprop: train.adam does not apply
+    manual_sync = True
 
     def __init__(self, cfg, vocab, data):
         super().__init__()
@@ -98,7 +106,10 @@ class SJEStep(StepBase):
         with self.autocast():
             txt, _ = self.text_encoder(onehot)
             _, img = self.image_encoder(batch.images[-1])
-        loss, acc = sje_loss(img.float(), txt.float(), self.cfg.loss.symmetric)
+        img, txt = img.float(), txt.float()
+        if self.world.distributed:  # the global batch's rows, in its order, on every process
+            img, txt = all_gather_rows_autograd(img, self.world), all_gather_rows_autograd(txt, self.world)
+        loss, acc = sje_loss(img, txt, self.cfg.loss.symmetric)
         self.optimize("rmsprop", loss, clip=(list(self.text_encoder.parameters()), self.cfg.optim.grad_clip))
         self.precision.update()
         return {"loss": loss.detach(), "i2t_acc": acc.detach()}

@@ -52,6 +52,9 @@ class DFGANLossConfig:
     gamma3: float = positive(10.0)  # similarity scale (GAMMA3)
     damsm_words: bool = True  # DAMSM word loss as well as the sentence loss (false: sentence term only; must be false with a frozen text_encoder)
     damsm_image_encoder: str = ""  # with a frozen text_encoder (not a DAMSM run): the image encoder run trained against it (task damsm); "" otherwise
+    matching: str = "damsm"  # the matching term on G: damsm (weight damsm_lambda, scheduled) | clip (a frozen CLIP's sentence loss, weight clip_lambda)
+    matching_clip: str = ""  # matching=clip: the CLIP (clip:DIR or clip:ARCH:FILE); empty: the text encoder's clip: spec
+    clip_lambda: float = at_least(5.0, 0)  # matching=clip: weight of the CLIP sentence loss (constant; temperature gamma3); 0 = off
 
 
 @dataclass
@@ -76,6 +79,13 @@ class DFGANStep(StepBase):
     encoder (MiniLM, CLIP, char-CNN-RNN, precomputed) the image encoder is ``loss.damsm_image_encoder``,
     a DAMSM run trained against that same encoder (``DAMSMStep`` with ``sentences``), and the term is
     the sentence one.
+
+    ``loss.matching=clip`` puts a frozen CLIP's sentence loss in the DAMSM term's place
+    (:mod:`t2igan.text.clip_matching`: DAMSM's sentence loss on CLIP's image embedding of the images
+    and its text embedding of the captions), weight ``loss.clip_lambda``; the CLIP is
+    ``loss.matching_clip`` or the text encoder's own. Both terms go through one code path (the
+    matching term: :meth:`image_features`, :meth:`matching_loss`), so with micro-batches both are
+    exact through the same gradient cache.
     """
 
     ema_of = "netG"
@@ -112,7 +122,15 @@ class DFGANStep(StepBase):
                 raise T2IError(f"loss.damsm_image_encoder={L.damsm_image_encoder!r} is for a frozen text encoder; with the "
                                f"DAMSM text encoder {cfg.text_encoder!r} the image encoder of that run is used: set it to ''")
             self.image_encoder = load_image_encoder(parse_spec(cfg.text_encoder)[1]).requires_grad_(False)
+        self.matching = None  # loss.matching=clip: the frozen CLIP's matching loss; neither checkpointed nor exported
+        if L.matching == "clip" and L.clip_lambda > 0:
+            from t2igan.text.clip import load_clip
+            from t2igan.text.clip_matching import CLIPMatching, matching_clip_source
+
+            self.matching = CLIPMatching(load_clip(matching_clip_source(L.matching_clip, cfg.text_encoder)), L.gamma3)
         self.frozen = [self.text_encoder] + ([self.image_encoder] if self.image_encoder is not None else [])
+        if self.matching is not None:
+            self.frozen.append(self.matching.model)
         self.G, self.D, self.C = self.netG, self.netD, self.netC
         self.setup_gan(cfg, "ma-gp", {"netD": self.netD, "netC": self.netC})
         o = cfg.optim
@@ -120,6 +138,18 @@ class DFGANStep(StepBase):
         self.d_params = list(self.netD.parameters()) + list(self.netC.parameters())
         self.optimizers = {"G": adam(self.g_params, o.lr_g, o, cfg.train.adam),
                            "D": adam(self.d_params, o.lr_d, o, cfg.train.adam)}
+
+    @property
+    def has_matching(self) -> bool:
+        """G has a matching term: the DAMSM one (an image encoder) or the CLIP one."""
+        return self.image_encoder is not None or self.matching is not None
+
+    def frozen_fingerprints(self) -> dict[str, str]:
+        return {"matching CLIP": self.matching.clip.fingerprint()} if self.matching is not None else {}
+
+    def matching_weight(self, step: int) -> float:
+        """The matching term's weight at ``step``: DAMSM's schedule, or the constant ``loss.clip_lambda``."""
+        return self.cfg.loss.clip_lambda if self.matching is not None else self.damsm_weight(step)
 
     def damsm_weight(self, step: int) -> float:
         """DAMSM loss weight at ``step``: linear warm-up from 0, then an optional linear decay."""
@@ -157,8 +187,9 @@ class DFGANStep(StepBase):
         interpolation weights and the mismatched pairs are those of the whole batch, sliced, so the
         update is the full batch's to float rounding. With micro-batches the D update makes the
         generator's images without a graph and the G update recomputes each micro-batch's (the same
-        images: G has not moved), and the DAMSM term, contrastive over the whole batch, goes through
-        a gradient cache (:meth:`damsm_cache`). With K = 1 it is the one-batch step, unchanged."""
+        images: G has not moved), and the matching term (DAMSM or CLIP), contrastive over the whole
+        batch, goes through a gradient cache (:meth:`matching_cache`). With K = 1 it is the one-batch step,
+        unchanged."""
         self.step_now = step
         W, P = self.world, self.precision
         imgs = batch.images[-1]
@@ -180,13 +211,14 @@ class DFGANStep(StepBase):
         if not self.updates("G", step):
             P.update()
             return {**logs, **self.monitor_logs()}
-        out = self.g_update(parts, fake, fakes, noise, sent, words, mask, sent_all, rows, step)
+        text = self.matching_text(batch, words, mask, sent, sent_all) if self.has_matching else None
+        out = self.g_update(parts, fake, fakes, noise, sent, text, rows, step)
         P.update()
         return {**logs, **out, **self.monitor_logs()}
 
     def d_update(self, parts, imgs, sent, prev_sent, noise):
         """D/C's update over the micro-batches ``parts``. Returns (the generator's images with their
-        graph when there is one micro-batch, else None; with micro-batches and the DAMSM term, each
+        graph when there is one micro-batch, else None; with micro-batches and a matching term, each
         micro-batch's images without a graph, for its gradient cache; the logs, full-batch means)."""
         W, P, B, one = self.world, self.precision, imgs.size(0), len(parts) == 1
         kind = go.BASE_LOSS[self.loss_kind]
@@ -218,25 +250,26 @@ class DFGANStep(StepBase):
                 logs[k] = logs[k] + v * share if k in logs else v * share
             reals.append(pred_real.detach())
             fake_outs.append(pred_fake.detach())
-            if not one and self.image_encoder is not None:
+            if not one and self.has_matching:
                 fakes.append(fake)
         self.watch(torch.cat(reals), torch.cat(fake_outs))
         self.apply_update("D")
         return (fake if one else None), fakes, logs
 
-    def g_update(self, parts, fake, fakes, noise, sent, words, mask, sent_all, rows, step) -> dict[str, torch.Tensor]:
+    def g_update(self, parts, fake, fakes, noise, sent, text, rows, step) -> dict[str, torch.Tensor]:
         """G's update over the micro-batches ``parts``, through the bare D/C (their gradients are not
         wanted, nor synchronised); ``fake``: the one micro-batch's images from the D update, or None
-        (made here). Returns the logs (full-batch values)."""
+        (made here); ``text``: what the matching term compares with (:meth:`matching_text`), None
+        without one. Returns the logs (full-batch values)."""
         P, B = self.precision, noise.size(0)
         kind = go.BASE_LOSS[self.loss_kind]
         weight, cache = 0.0, None
-        if self.image_encoder is not None:
-            weight = self.damsm_weight(step)
+        if self.has_matching:
+            weight = self.matching_weight(step)
             if len(parts) > 1:
-                cache = self.damsm_cache(parts, fakes, noise, sent, words, mask, sent_all, rows)
+                cache = self.matching_cache(parts, fakes, noise, sent, text, rows)
         self.optimizers["G"].zero_grad(set_to_none=True)
-        g_adv_all, damsm_loss = 0.0, None
+        g_adv_all, term = 0.0, None
         for j, s in enumerate(parts):
             share = (s.stop - s.start) / B
             with no_sync(self.G, when=j < len(parts) - 1):
@@ -248,22 +281,41 @@ class DFGANStep(StepBase):
                     g_out = self.netC(self.netD(f), sent[s])
                 g_adv = -g_out.float().mean() if kind in ("hinge", "wgan") else go.adversarial(kind, g_out, "g")
                 g_loss = g_adv * share
-                if self.image_encoder is not None and cache is None:  # one micro-batch: the batch loss itself
-                    damsm_loss = self.damsm_of(f, words, mask, sent, sent_all)
-                    g_loss = g_loss + weight * damsm_loss
+                if self.has_matching and cache is None:  # one micro-batch: the batch loss itself
+                    term = self.matching_of(f, text)
+                    g_loss = g_loss + weight * term
                 elif cache is not None:  # the cached gradient of the batch loss through these images
-                    damsm_loss, g_regions, g_code = cache
-                    g_loss = g_loss + weight * self.damsm_surrogate(f, None if g_regions is None else g_regions[s], g_code[s])
+                    term, g_regions, g_code = cache
+                    g_loss = g_loss + weight * self.matching_surrogate(f, None if g_regions is None else g_regions[s], g_code[s])
                 P.scale(g_loss).backward(inputs=self.g_params)  # D/C weight gradients here would be thrown away
             g_adv_all = g_adv_all + g_adv.detach() * share
         self.apply_update("G")
         out = {"g_loss": g_adv_all, "g_adv": g_adv_all}
-        if damsm_loss is not None:
-            out["g_loss"] = g_adv_all + weight * damsm_loss.detach()
-            out["g_damsm"] = damsm_loss.detach()
+        if term is not None:
+            out["g_loss"] = g_adv_all + weight * term.detach()
+            out["g_clip" if self.matching is not None else "g_damsm"] = term.detach()
         return out
 
-    # ------------------------------------------------------------------ the DAMSM term
+    # ------------------------------------------------------------------ the matching term (DAMSM or CLIP)
+    def matching_text(self, batch: Batch, words, mask, sent, sent_all) -> tuple:
+        """What the matching term compares the images with, for the global batch: DAMSM's (words,
+        mask, sentence vectors) of :meth:`damsm_text`, or the CLIP's text embeddings of the batch's
+        captions, gathered under torchrun (no gradient), as a 1-tuple."""
+        if self.matching is None:
+            return self.damsm_text(words, mask, sent, sent_all)
+        captions = self.text.texts_of(batch.index, batch.caption_index)
+        return (all_gather_rows(self.matching.text_embeddings(captions).to(sent.device), self.world),)
+
+    def matching_loss(self, regions, code, text) -> torch.Tensor:
+        """The matching term of the global batch's image features against ``text``: DAMSM's
+        (:meth:`damsm_loss`), or the CLIP sentence loss (image->text + text->image, temperature gamma3)."""
+        if self.matching is None:
+            return self.damsm_loss(regions, code, *text)
+        from t2igan.text.clip_matching import sentence_losses_of
+
+        s0, s1 = sentence_losses_of(code, text[0], self.cfg.loss.gamma3)
+        return s0 + s1
+
     def damsm_text(self, words, mask, sent, sent_all):
         """The captions the DAMSM loss compares the images with: the global batch's (under torchrun
         its other captions are the negatives, as on one process)."""
@@ -285,31 +337,38 @@ class DFGANStep(StepBase):
         return w0 + w1 + s0 + s1
 
     def image_features(self, fake):
-        """The frozen image encoder's (regions, code) of ``fake``, at least float32 (out of autocast)."""
+        """The frozen image encoder's (regions, code) of ``fake``, at least float32 (out of autocast);
+        with the CLIP term (None, CLIP's L2-normalised image embedding)."""
+        up = lambda x: x.to(torch.promote_types(x.dtype, torch.float32))  # noqa: E731
+        if self.matching is not None:
+            with self.precision.autocast():
+                code = self.matching.image_embeddings(fake)  # eval mode, frozen
+            return None, up(code)
         self.image_encoder.eval()  # frozen BatchNorm statistics
         with self.precision.autocast():
             regions, code = self.image_encoder(fake)
-        up = lambda x: x.to(torch.promote_types(x.dtype, torch.float32))  # noqa: E731
         return up(regions), up(code)
 
-    def damsm_of(self, fake, words, mask, sent, sent_all) -> torch.Tensor:
-        """The DAMSM loss of this process's images ``fake`` (all its rows) against the global batch."""
+    def matching_of(self, fake, text) -> torch.Tensor:
+        """The matching loss of this process's images ``fake`` (all its rows) against the global batch's ``text``."""
         W = self.world
         regions, code = self.image_features(fake)
         if W.distributed:  # gradients go back to the process that made each row
-            regions, code = all_gather_rows_autograd(regions, W), all_gather_rows_autograd(code, W)
-        return self.damsm_loss(regions, code, *self.damsm_text(words, mask, sent, sent_all))
+            regions = None if regions is None else all_gather_rows_autograd(regions, W)
+            code = all_gather_rows_autograd(code, W)
+        return self.matching_loss(regions, code, text)
 
-    def damsm_cache(self, parts, fakes, noise, sent, words, mask, sent_all, rows):
-        """The gradient cache of the DAMSM term with micro-batches (it is contrastive over the whole
+    def matching_cache(self, parts, fakes, noise, sent, text, rows):
+        """The gradient cache of the matching term with micro-batches (it is contrastive over the whole
         batch, so not a sum over micro-batches): the image encoder's outputs on every micro-batch's
         images without a graph (``fakes``: those of the D update, else made here), the batch loss on
         them as leaves and its gradient with respect to them. Each micro-batch then backpropagates its
-        rows of that gradient through its recomputed outputs (:meth:`damsm_surrogate`), which adds up to
+        rows of that gradient through its recomputed outputs (:meth:`matching_surrogate`), which adds up to
         the batch loss's gradient exactly. Returns (loss, d loss / d regions or None when the word term
         is off, d loss / d code): the gradients of this process's rows, times the number of processes
         since DDP averages what each process sends (what ``all_gather_rows_autograd`` gives without
-        micro-batches: every process's loss, the same one, sends its gradient back to each row)."""
+        micro-batches: every process's loss, the same one, sends its gradient back to each row).
+        The CLIP term has no regions: (loss, None, d loss / d embedding)."""
         W, P = self.world, self.precision
         with torch.no_grad():
             feats = []
@@ -319,14 +378,17 @@ class DFGANStep(StepBase):
                     with P.autocast():
                         f = self.G(noise[s], sent[s])
                 feats.append(self.image_features(f))
-            regions = all_gather_rows(torch.cat([r for r, _ in feats]), W).requires_grad_(True)
+            regions = None if feats[0][0] is None else all_gather_rows(torch.cat([r for r, _ in feats]), W).requires_grad_(True)
             code = all_gather_rows(torch.cat([c for _, c in feats]), W).requires_grad_(True)
-        loss = self.damsm_loss(regions, code, *self.damsm_text(words, mask, sent, sent_all))
-        g_regions, g_code = torch.autograd.grad(loss, (regions, code), allow_unused=True)
+        loss = self.matching_loss(regions, code, text)
+        if regions is None:
+            g_regions, (g_code,) = None, torch.autograd.grad(loss, (code,))
+        else:
+            g_regions, g_code = torch.autograd.grad(loss, (regions, code), allow_unused=True)
         mine = lambda g: None if g is None else g[rows] * W.size  # noqa: E731
         return loss.detach(), mine(g_regions), mine(g_code)
 
-    def damsm_surrogate(self, fake, g_regions, g_code) -> torch.Tensor:
+    def matching_surrogate(self, fake, g_regions, g_code) -> torch.Tensor:
         """A scalar whose gradient through ``fake`` is the cached batch-loss gradient of these rows:
         ``sum(g_code * code(fake))`` (+ ``sum(g_regions * regions(fake))`` with the word term)."""
         regions, code = self.image_features(fake)
@@ -347,8 +409,34 @@ class DFGANStep(StepBase):
                           generator_weights="ema" if ema is not None else "raw")
 
 
+MATCHING = ("damsm", "clip")
+
+
+def check_matching(cfg) -> None:
+    """One line for a bad loss.matching / matching_clip / clip_lambda, before anything is read or written."""
+    from t2igan.text.clip_matching import matching_clip_source
+
+    L = cfg.loss
+    if L.matching not in MATCHING:
+        raise T2IError(f"loss.matching={L.matching!r}; choose one of {', '.join(MATCHING)}")
+    if L.matching != "clip":
+        return
+    if L.matching_clip.strip() and not L.matching_clip.strip().startswith("clip:"):
+        raise T2IError(f"loss.matching_clip={L.matching_clip!r} is not a clip: spec (clip:DIR or clip:ARCH:FILE)")
+    if L.clip_lambda > 0 and not matching_clip_source(L.matching_clip, cfg.text_encoder):
+        raise T2IError(f"loss.matching=clip needs a CLIP: set loss.matching_clip=clip:DIR (or use a clip: text "
+                       f"encoder); the text encoder here is {cfg.text_encoder!r}")
+    if L.damsm_lambda > 0:
+        raise T2IError(f"loss.matching=clip replaces the DAMSM term: set loss.damsm_lambda=0 (got {L.damsm_lambda})")
+    for key in ("damsm_warmup", "damsm_decay_steps"):
+        if getattr(L, key) > 0:
+            raise T2IError(f"loss.{key}={getattr(L, key)} schedules the DAMSM weight; loss.matching=clip has the "
+                           f"constant loss.clip_lambda: set loss.{key}=0")
+
+
 def build(cfg, data, resume: bool):
     """(DFGANStep, Vocabulary) of a ``task: dfgan`` run."""
+    check_matching(cfg)
     text, vocab = text_side(cfg, data, "dfgan")
     return DFGANStep(cfg, text, vocab), vocab
 

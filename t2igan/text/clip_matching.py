@@ -14,6 +14,7 @@ is exported."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from t2igan.text import damsm
 from t2igan.text.clip import CLIPBundle
@@ -40,9 +41,11 @@ class CLIPMatching:
         return self.clip.encode_text(captions)
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, E) L2-normalised CLIP image embeddings of images in [-1, 1]; differentiable w.r.t. ``images``."""
-        self.clip.model.eval()
-        return self.clip.encode_image(images)
+        """(B, E) L2-normalised CLIP image embeddings of images in [-1, 1]; differentiable w.r.t. ``images``.
+        CLIP's input is cast to the towers' dtype (a float64 CLIP, as in exactness tests, takes float64)."""
+        m = self.clip.model.eval()
+        pixels = self.clip.pixel_values(images).to(next(m.parameters()).dtype)
+        return F.normalize(self.clip.image_features(pixels), dim=-1)
 
     def sentence_losses(self, images: torch.Tensor, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(image->text, text->image) cross-entropies of DAMSM's sentence loss on CLIP embeddings."""
@@ -51,5 +54,14 @@ class CLIPMatching:
 
 
 def sentence_losses_of(img_emb: torch.Tensor, txt_emb: torch.Tensor, gamma3: float):
-    """DAMSM's sentence loss (:func:`t2igan.text.damsm.sentence_loss`) of image (B, E) and text (B, E) embeddings."""
-    return damsm.sentence_loss(img_emb.float(), txt_emb.float(), gamma3)
+    """DAMSM's sentence loss (:func:`t2igan.text.damsm.sentence_loss`) of image (B, E) and text (B, E)
+    embeddings, in at least float32."""
+    up = lambda x: x.to(torch.promote_types(x.dtype, torch.float32))  # noqa: E731
+    return damsm.sentence_loss(up(img_emb), up(txt_emb), gamma3)
+
+
+def matching_clip_source(matching_clip: str, text_encoder: str) -> str:
+    """The load_clip source of a matching CLIP: ``matching_clip`` (a ``clip:`` spec), else the text
+    encoder's own ``clip:`` spec; "" when there is neither."""
+    spec = matching_clip.strip() or (text_encoder if text_encoder.startswith("clip:") else "")
+    return spec[len("clip:"):] if spec.startswith("clip:") else spec

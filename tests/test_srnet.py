@@ -169,9 +169,9 @@ def test_ocr_reads_plain_words():
 
 
 def test_bad_configs_refused_in_one_line(pairs, tmp_path, capsys):
-    for over, msg in [(["data.flip=true"], "data.flip=false"), (["loss.gan=hinge"], "loss.gan='hinge'"),
-                      (["train.precision=bf16"], "does not support it"),
-                      (["train.channels_last=true"], "does not support it"),
+    for over, msg in [(["data.flip=true"], "data.flip=false"), (["loss.gan=hinge"], "loss.gan='hinge'"), (["loss.gan=wgan"], "loss.gan='wgan': SRNet's discriminators"),
+                      (["train.precision=fp16"], "needs a CUDA device"),
+                      (["train.accumulate=2"], "does not support it"),
                       (["train.compile=true"], "does not support it"),
                       (["train.fused_upsample=true"], "does not support it"),
                       (["train.adam=foreach"], "does not support it"),

@@ -22,11 +22,23 @@ says so). Stability, as in that code: both discriminators are updated every step
 generator every ``stability.g_every``-th (2), the discriminator weights are clipped to
 +-``stability.d_clip`` (0.01) after each update, the discriminators have no final sigmoid
 and ``loss.gan`` chooses the adversarial loss: ``clamp_log`` (the reference: log of the raw
-scores clamped to [eps, 1]), ``wgan`` (Wasserstein: mean score differences, the usual partner
-of weight clipping) or ``bce`` (binary cross-entropy on logits).
+scores clamped to [eps, 1]) or ``bce`` (binary cross-entropy on logits); ``wgan`` (mean score
+differences) is refused, since the BatchNorm(1) output layer makes it constant.
+
+Train switches: ``precision`` (bf16 autocast of the forward passes, every loss in float32 and
+the backwards outside autocast; fp16 with the GradScaler on CUDA: there is no gradient penalty,
+so every backward is loss-scaled), ``channels_last`` and ``ddp``. Under torchrun the step
+averages the gradients itself (``manual_sync``: one all-reduce per optimiser, before its step
+and before the ``d_clip`` weight clipping), the BatchNorm statistics are the global batch's
+(the trainer swaps the layers), the skeleton dice is a ratio of global-batch sums and the VGG
+style term divides by the global batch size, so N processes train the parameters of one on the
+same global batch; the other terms are per-sample means over equal shards. The step draws no
+random numbers (the trainer's seeded order of the pairs is the global batch's) and the D/G
+update ratio is step-based, the same on every process. The frozen VGG is never wrapped.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +50,7 @@ import torch.nn.functional as F
 from t2igan import T2IError
 from t2igan.core import weights as ckpt
 from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, at_least, in_range, positive
+from t2igan.core.distributed import World
 from t2igan.core.folder import read_model_index, write_model_index
 from t2igan.data import srnet_synth as synth
 from t2igan.data.text import Vocabulary
@@ -67,7 +80,7 @@ class SRNetLossConfig:
     lf_theta_1: float = at_least(10.0, 0)  # its L1 term
     lf_theta_2: float = at_least(1.0, 0)  # VGG perceptual term (needs vgg19)
     lf_theta_3: float = at_least(500.0, 0)  # VGG Gram (style) term (needs vgg19)
-    gan: str = "clamp_log"  # clamp_log (reference) | wgan | bce
+    gan: str = "clamp_log"  # clamp_log (reference) | bce (wgan: refused, see check)
     epsilon: float = in_range(1e-8, 0, 1e-2)  # clamp floor of the reference's log loss and dice smoothing
     vgg19: str = ""  # torchvision vgg19 state dict for the VGG terms ("" = those terms off); never downloaded
 
@@ -93,10 +106,19 @@ class SRNetRunConfig:
 
 
 # ----------------------------------------------------------------------------- losses
-def dice_loss(target: torch.Tensor, pred: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """1 - Dice overlap of the skeletons (B, 1, H, W) in [0, 1] (reference: over the whole batch)."""
+def dice_loss(target: torch.Tensor, pred: torch.Tensor, eps: float = 1e-8, world: World | None = None) -> torch.Tensor:
+    """1 - Dice overlap of the skeletons (B, 1, H, W) in [0, 1] (reference: over the whole batch).
+
+    A ratio of batch sums, not a per-sample mean: under torchrun (``world``) the sums are the
+    global batch's (all-reduced; the gradient sums back over the processes, so the step's
+    gradient average gives the one-process gradient)."""
     inter = (pred.reshape(-1) * target.reshape(-1)).sum()
-    return 1.0 - (2.0 * inter + eps) / (pred.sum() + target.sum() + eps)
+    denom = pred.sum() + target.sum()
+    if world is not None and world.distributed:
+        from torch.distributed.nn.functional import all_reduce
+
+        inter, denom = all_reduce(torch.stack((inter, denom))).unbind()
+    return 1.0 - (2.0 * inter + eps) / (denom + eps)
 
 
 def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, eps: float) -> torch.Tensor:
@@ -119,26 +141,32 @@ def g_adv(kind: str, fake: torch.Tensor, eps: float) -> torch.Tensor:
 VGG_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]  # reference indices 1, 6, 11, 20, 29
 
 
-def vgg_losses(vgg, t_f: torch.Tensor, o_f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def vgg_losses(vgg, t_f: torch.Tensor, o_f: torch.Tensor, processes: int = 1,
+               autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
     """(perceptual, style) of the reference's build_vgg_loss; images in [-1, 1] (fed as [0, 1],
-    ImageNet-normalised: the reference feeds [-1, 1] unnormalised)."""
-    f = vgg(torch.cat((t_f, o_f)).add(1).div(2), VGG_LAYERS)
+    ImageNet-normalised: the reference feeds [-1, 1] unnormalised). The style term divides by
+    the batch size: ``processes`` makes it the global batch's under torchrun (each process
+    holds an equal share). The VGG runs under ``autocast()``, the losses in float32."""
+    with autocast():
+        f = vgg(torch.cat((t_f, o_f)).add(1).div(2), VGG_LAYERS)
     per, sty = o_f.new_zeros(()), o_f.new_zeros(())
     for n in VGG_LAYERS:
-        a, b = f[n].chunk(2)
+        a, b = f[n].float().chunk(2)
         per = per + (a - b).abs().mean()
         _, c, h, w = a.shape
         ga, gb = gram(a) / (h * w * c), gram(b) / (h * w * c)
-        sty = sty + (ga - gb).abs().mean() / (a.shape[0] * c * h)
+        sty = sty + (ga - gb).abs().mean() / (a.shape[0] * processes * c * h)
     return per, sty
 
 
-def to_float(pairs: dict[str, np.ndarray], idx, device) -> dict[str, torch.Tensor]:
-    """uint8 pair arrays at rows ``idx`` -> images in [-1, 1], t_sk / mask_t in [0, 1] (reference scaling)."""
+def to_float(pairs: dict[str, np.ndarray], idx, device, channels_last: bool = False) -> dict[str, torch.Tensor]:
+    """uint8 pair arrays at rows ``idx`` -> images in [-1, 1], t_sk / mask_t in [0, 1] (reference
+    scaling); NHWC memory with ``channels_last`` (``train.channels_last``)."""
     out = {}
     for k, a in pairs.items():
         x = torch.from_numpy(np.ascontiguousarray(a[idx])).to(device).float()
-        out[k] = x / 255.0 if k in ("t_sk", "mask_t") else x / 127.5 - 1.0
+        x = x / 255.0 if k in ("t_sk", "mask_t") else x / 127.5 - 1.0
+        out[k] = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     return out
 
 
@@ -146,7 +174,8 @@ def to_float(pairs: dict[str, np.ndarray], idx, device) -> dict[str, torch.Tenso
 class SRNetStep(StepBase):
     """SRNet's training step on the pairs of ``cfg.data.root`` (see the module docstring)."""
 
-    switches = frozenset()  # fp32, one process, no channels_last (the reference's setting)
+    switches = frozenset({"precision", "channels_last", "ddp"})
+    manual_sync = True  # no DDP wrappers: apply_update averages each optimiser's gradients (torchrun)
 
     def __init__(self, cfg, data):
         super().__init__()
@@ -154,6 +183,10 @@ class SRNetStep(StepBase):
         L = cfg.loss
         if L.gan not in GAN_LOSSES:
             raise T2IError(f"loss.gan={L.gan!r}: one of {', '.join(GAN_LOSSES)}")
+        if L.gan == "wgan":  # real and fake batches go through D separately
+            raise T2IError("loss.gan='wgan': SRNet's discriminators end in BatchNorm(1), whose training-mode output "
+                           "has the batch mean beta for any input, so mean(D(fake)) - mean(D(real)) is 0 and has no "
+                           "gradient; use clamp_log or bce")
         root = Path(cfg.data.root)
         meta = synth.read_meta(root)
         self.size = tuple(meta["size"])
@@ -184,52 +217,63 @@ class SRNetStep(StepBase):
         self.last_g: dict[str, torch.Tensor] = {}
 
     def train_step(self, batch, step: int) -> dict[str, torch.Tensor]:
-        L, S = self.cfg.loss, self.cfg.stability
+        """Both discriminators, then (every ``g_every``-th step) the generator: the forward passes
+        under ``train.precision``'s autocast, the losses in float32, the backwards outside autocast
+        (:meth:`backward`), each optimiser's gradients averaged over the processes before its step
+        and before the weight clipping (:meth:`apply_update`)."""
+        L, S, P, W = self.cfg.loss, self.cfg.stability, self.precision, self.world
         dev = next(self.G.parameters()).device
-        b = to_float(self.pairs, batch.index.numpy(), dev)
+        b = to_float(self.pairs, batch.index.numpy(), dev, self.cfg.train.channels_last)
         i_t, i_s = b["i_t"], b["i_s"]
         # --- both discriminators, every step
-        with torch.no_grad():
+        with torch.no_grad(), P.autocast():
             _, _, o_b, o_f = self.G(i_t, i_s)
-        db = d_loss(L.gan, self.D1(torch.cat((b["t_b"], i_s), 1)), self.D1(torch.cat((o_b, i_s), 1)), L.epsilon)
-        df = d_loss(L.gan, self.D2(torch.cat((b["t_f"], i_t), 1)), self.D2(torch.cat((o_f, i_t), 1)), L.epsilon)
+        with P.autocast():
+            b_real, b_fake = self.D1(torch.cat((b["t_b"], i_s), 1)), self.D1(torch.cat((o_b, i_s), 1))
+            f_real, f_fake = self.D2(torch.cat((b["t_f"], i_t), 1)), self.D2(torch.cat((o_f, i_t), 1))
+        db = d_loss(L.gan, b_real.float(), b_fake.float(), L.epsilon)
+        df = d_loss(L.gan, f_real.float(), f_fake.float(), L.epsilon)
         self.optimizers["D1"].zero_grad(set_to_none=True)
         self.optimizers["D2"].zero_grad(set_to_none=True)
-        (db + df).backward()  # D1 and D2 share no parameters: the same gradients as two backwards
+        self.backward(db + df)  # D1 and D2 share no parameters: the same gradients as two backwards
         for name, net in (("D1", self.D1), ("D2", self.D2)):
-            self.optimizers[name].step()
+            self.apply_update(name)  # the gradient average (torchrun), then the step
             if S.d_clip > 0:
                 with torch.no_grad():
                     for p in net.parameters():
                         p.clamp_(-S.d_clip, S.d_clip)
         out = {"d_bg": db.detach(), "d_fus": df.detach()}
-        # --- the generator, every g_every-th step (reference: (step + 1) % 2 == 0)
+        # --- the generator, every g_every-th step (reference: (step + 1) % 2 == 0; the same step on every process)
         if (step + 1) % S.g_every == 0:
             self.D1.requires_grad_(False)
             self.D2.requires_grad_(False)
-            o_sk, o_t, o_b, o_f = self.G(i_t, i_s)
-            l_sk = L.lt_alpha * dice_loss(b["t_sk"], o_sk, L.epsilon)
+            with P.autocast():
+                o_sk, o_t, o_b, o_f = self.G(i_t, i_s)
+                s_b, s_f = self.D1(torch.cat((o_b, i_s), 1)), self.D2(torch.cat((o_f, i_t), 1))
+            o_sk, o_t, o_b, o_f = o_sk.float(), o_t.float(), o_b.float(), o_f.float()
+            l_sk = L.lt_alpha * dice_loss(b["t_sk"], o_sk, L.epsilon, W)
             l_t_l1 = (b["t_t"] - o_t).abs().mean()
-            l_b_gan = g_adv(L.gan, self.D1(torch.cat((o_b, i_s), 1)), L.epsilon)
+            l_b_gan = g_adv(L.gan, s_b.float(), L.epsilon)
             l_b_l1 = L.lb_beta * (b["t_b"] - o_b).abs().mean()
-            l_f_gan = g_adv(L.gan, self.D2(torch.cat((o_f, i_t), 1)), L.epsilon)
+            l_f_gan = g_adv(L.gan, s_f.float(), L.epsilon)
             l_f_l1 = L.lf_theta_1 * (b["t_f"] - o_f).abs().mean()
             l_f = l_f_gan + l_f_l1
             logs = {}
             if self.vgg is not None:
                 self.vgg.eval()
-                per, sty = vgg_losses(self.vgg, b["t_f"], o_f)
+                per, sty = vgg_losses(self.vgg, b["t_f"], o_f, W.size, P.autocast)
                 l_f = l_f + L.lf_theta_2 * per + L.lf_theta_3 * sty
                 logs = {"g_vgg_per": per.detach(), "g_vgg_style": sty.detach()}
             g = L.lt * (l_t_l1 + l_sk) + L.lb * (l_b_gan + l_b_l1) + L.lf * l_f
             self.optimizers["G"].zero_grad(set_to_none=True)
-            g.backward()
-            self.optimizers["G"].step()
+            self.backward(g)
+            self.apply_update("G")
             self.D1.requires_grad_(True)
             self.D2.requires_grad_(True)
             self.last_g = {"g_loss": g.detach(), "g_sk_dice": l_sk.detach(), "g_t_l1": l_t_l1.detach(),
                            "g_b_l1": l_b_l1.detach(), "g_f_l1": l_f_l1.detach(), "g_b_gan": l_b_gan.detach(),
                            "g_f_gan": l_f_gan.detach(), **logs}
+        P.update()  # the fp16 loss scale, once per step
         return {**out, **self.last_g}  # the generator's terms of its latest update
 
     @torch.no_grad()

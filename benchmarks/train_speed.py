@@ -57,6 +57,8 @@ VARIANTS = {
     "fused_upsample+channels_last": ["train.fused_upsample=true", "train.channels_last=true"],
     "fused_upsample+compile": ["train.fused_upsample=true", "train.compile=true"],
     "fp16": ["train.precision=fp16"],
+    "accumulate2": ["train.accumulate=2"],  # same update, 2 micro-batches: peak memory vs time
+    "accumulate4": ["train.accumulate=4"],
     "fast": ["train.adam=foreach", "train.channels_last=true", "train.precision=bf16", "train.compile=true",
              "train.fused_upsample=true"],
 }
@@ -250,7 +252,7 @@ def bench_generation(step: DFGANStep, cfg, device, a) -> dict:
 
 def _bench_generation(G, step: DFGANStep, cfg, device, a) -> dict:
     G.eval()
-    enc = step.text_encoder.eval()
+    enc = step.text_encoder.encoder.eval()  # the DAMSM text encoder of the DAMSMCaptionEncoder (tokens, lengths)
     T = cfg.data.max_words
     res = {}
     for n in (1, 64):
@@ -297,7 +299,7 @@ def bench_data(a, device, demand: dict) -> dict:
         for workers in sorted({0, a.data_workers}):
             cfg = load_config(ROOT / MODELS["dfgan64"], [f"data.workers={workers}", f"train.out_dir={tmp}/run",
                                                          f"train.device={device}", "train.progress=false"])
-            tr = Trainer(cfg, task=type("NoTask", (), {"ema_of": None, "modules": {}})(), dataset=ds, sample_captions=[])
+            tr = Trainer(cfg, task=type("NoTask", (), {"ema_of": None, "modules": {}, "switches": frozenset()})(), dataset=ds, sample_captions=[])
             it = tr.batches()
             tr.to_batch(next(it), 0)
             n, t = 0, time.perf_counter()

@@ -13,25 +13,17 @@ from t2igan import T2IError
 
 # ----------------------------------------------------------------------------- data
 def cmd_data_synth(a) -> None:
-    from t2igan.data.synth import write_synthflowers
+    """``t2igan data synth`` / ``synthfaces``: a procedural dataset's writer (``a.writer``: module, function, title)."""
+    import importlib
 
+    module, function, title = a.writer
+    write = getattr(importlib.import_module(module), function)
     try:
-        summary = write_synthflowers(a.out, n=a.n, size=a.size, seed=a.seed, workers=a.workers,
-                                     overwrite=a.overwrite, progress=not a.quiet)
+        summary = write(a.out, n=a.n, size=a.size, seed=a.seed, workers=a.workers, overwrite=a.overwrite,
+                        progress=not a.quiet)
     except (ValueError, FileExistsError) as e:
         raise T2IError(str(e)) from None
-    print(f"SynthFlowers written to {summary['path']}: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
-
-
-def cmd_data_synthfaces(a) -> None:
-    from t2igan.data.synthfaces import write_synthfaces
-
-    try:
-        summary = write_synthfaces(a.out, n=a.n, size=a.size, seed=a.seed, workers=a.workers,
-                                   overwrite=a.overwrite, progress=not a.quiet)
-    except (ValueError, FileExistsError) as e:
-        raise T2IError(str(e)) from None
-    print(f"SynthFaces written to {summary['path']}: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
+    print(f"{title} written to {summary['path']}: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
 
 
 def cmd_data_srnet(a) -> None:
@@ -378,24 +370,20 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(func=cmd_demo)
 
     d = sub.add_parser("data", help="make or check datasets").add_subparsers(dest="data_command", required=True)
-    s = d.add_parser("synth", help="write SynthFlowers (the built-in procedural dataset)")
-    s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--n", type=int, default=10000, help="number of images")
-    s.add_argument("--size", type=int, default=64, help="image side, 32..256")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty folder")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(func=cmd_data_synth)
-    sf = d.add_parser("synthfaces", help="write SynthFaces (the built-in procedural face dataset)")
-    sf.add_argument("--out", required=True, help="output folder")
-    sf.add_argument("--n", type=int, default=10000, help="number of images")
-    sf.add_argument("--size", type=int, default=64, help="image side, a multiple of 16 in 32..256")
-    sf.add_argument("--seed", type=int, default=0)
-    sf.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
-    sf.add_argument("--overwrite", action="store_true", help="replace an existing non-empty folder")
-    sf.add_argument("--quiet", action="store_true", help="no progress bar")
-    sf.set_defaults(func=cmd_data_synthfaces)
+    for name, help_, size_help, writer in (
+            ("synth", "write SynthFlowers (the built-in procedural dataset)", "image side, 32..256",
+             ("t2igan.data.synth", "write_synthflowers", "SynthFlowers")),
+            ("synthfaces", "write SynthFaces (the built-in procedural face dataset)",
+             "image side, a multiple of 16 in 32..256", ("t2igan.data.synthfaces", "write_synthfaces", "SynthFaces"))):
+        s = d.add_parser(name, help=help_)
+        s.add_argument("--out", required=True, help="output folder")
+        s.add_argument("--n", type=int, default=10000, help="number of images")
+        s.add_argument("--size", type=int, default=64, help=size_help)
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+        s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty folder")
+        s.add_argument("--quiet", action="store_true", help="no progress bar")
+        s.set_defaults(func=cmd_data_synth, writer=writer)
     sr = d.add_parser("srnet", help="write synthetic SRNet pairs (i_s, i_t, t_sk, t_t, t_b, t_f, mask_t) from "
                                      "the fonts on this machine")
     sr.add_argument("--out", required=True, help="output folder")

@@ -208,18 +208,34 @@ def _check_size(size) -> None:
         raise ValueError(f"size must be an integer in {MIN_SIZE}..{MAX_SIZE}, got {size!r}")
 
 
-def _check_attrs(attrs: dict[str, str]) -> None:
-    if set(attrs) != set(ATTRIBUTES):
-        raise ValueError(f"attributes must have exactly the keys {list(ATTRIBUTES)}, got {sorted(attrs)}")
+def check_attributes(attrs: dict[str, str], table: dict[str, list[str]]) -> None:
+    """``attrs`` has exactly the keys of ``table`` (a procedural set's ATTRIBUTES), each a listed value."""
+    if set(attrs) != set(table):
+        raise ValueError(f"attributes must have exactly the keys {list(table)}, got {sorted(attrs)}")
     for k, v in attrs.items():
-        if v not in ATTRIBUTES[k]:
-            raise ValueError(f"attribute {k}={v!r} is not one of {ATTRIBUTES[k]}")
+        if v not in table[k]:
+            raise ValueError(f"attribute {k}={v!r} is not one of {table[k]}")
+
+
+def draw_attributes(rng: np.random.Generator, table: dict[str, list[str]]) -> dict[str, str]:
+    """One value per attribute of ``table``, uniform and independent, from one draw of len(table) uniforms."""
+    u = rng.random(len(table))
+    return {k: vals[min(int(x * len(vals)), len(vals) - 1)] for x, (k, vals) in zip(u, table.items())}
+
+
+def hashed_split(name: str, index: int, seed: int) -> str:
+    """'test' for ~TEST_FRACTION_PERCENT of the items by a hash of (name, seed, index), else 'train'."""
+    h = hashlib.blake2b(f"{name}:{seed}:{index}".encode(), digest_size=8).digest()
+    return "test" if int.from_bytes(h, "big") % 100 < TEST_FRACTION_PERCENT else "train"
+
+
+def _check_attrs(attrs: dict[str, str]) -> None:
+    check_attributes(attrs, ATTRIBUTES)
 
 
 def sample_attributes(rng: np.random.Generator) -> dict[str, str]:
     """One value per attribute, uniform and independent (so ~1/8 of draws are novel pairs)."""
-    u = rng.random(len(ATTRIBUTES))
-    return {k: vals[min(int(x * len(vals)), len(vals) - 1)] for x, (k, vals) in zip(u, ATTRIBUTES.items())}
+    return draw_attributes(rng, ATTRIBUTES)
 
 
 def render(attrs: dict[str, str], size: int, rng: np.random.Generator) -> Image.Image:
@@ -559,8 +575,7 @@ def split_of(attrs: dict[str, str], index: int, seed: int) -> str:
     """'novel' for a held-out colour pair; otherwise 'test' for ~10% by a hash of (seed, index)."""
     if (attrs["petal_colour"], attrs["centre_colour"]) in NOVEL_PAIRS:
         return "novel"
-    h = hashlib.blake2b(f"synthflowers:{seed}:{index}".encode(), digest_size=8).digest()
-    return "test" if int.from_bytes(h, "big") % 100 < TEST_FRACTION_PERCENT else "train"
+    return hashed_split("synthflowers", index, seed)
 
 
 def generate_item(index: int, size: int, seed: int) -> tuple[Image.Image, dict[str, str], list[str], list[list[str]]]:

@@ -33,14 +33,13 @@ falls in 10%, else ``train``. Layout (``write_synthfaces``)::
 """
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from t2igan.data import synth
-from t2igan.data.synth import _and, _join, _pick, _with_a
+from t2igan.data.synth import _and, _join, _normalise, _pick, _with_a
 
 ATTRIBUTES: dict[str, list[str]] = {
     "hair_colour": ["black", "brown", "blond", "red", "grey", "white"],
@@ -63,7 +62,6 @@ NOVEL_PAIRS: frozenset[tuple[str, str]] = frozenset({
 })
 
 MIN_SIZE, MAX_SIZE, SIZE_STEP = 32, 256, 16
-TEST_FRACTION_PERCENT = 10
 MAX_CAPTION_WORDS = 24
 SUPERSAMPLE = 4
 
@@ -114,17 +112,12 @@ def _check_size(size) -> None:
 
 
 def _check_attrs(attrs: dict[str, str]) -> None:
-    if set(attrs) != set(ATTRIBUTES):
-        raise ValueError(f"attributes must have exactly the keys {list(ATTRIBUTES)}, got {sorted(attrs)}")
-    for k, v in attrs.items():
-        if v not in ATTRIBUTES[k]:
-            raise ValueError(f"attribute {k}={v!r} is not one of {ATTRIBUTES[k]}")
+    synth.check_attributes(attrs, ATTRIBUTES)
 
 
 def sample_attributes(rng: np.random.Generator) -> dict[str, str]:
     """One value per attribute, uniform and independent (so 1/6 of draws are novel pairs)."""
-    u = rng.random(len(ATTRIBUTES))
-    return {k: vals[min(int(x * len(vals)), len(vals) - 1)] for x, (k, vals) in zip(u, ATTRIBUTES.items())}
+    return synth.draw_attributes(rng, ATTRIBUTES)
 
 
 def _shade(rgb, f: float) -> tuple[int, int, int]:
@@ -497,10 +490,6 @@ def _t_background_first(w: _Words):  # against a blue background, a person with 
 _TEMPLATES = (_t_has, _t_with, _t_clause, _t_wears, _t_list, _t_their, _t_background_first)
 
 
-def _normalise(caption: str) -> str:
-    return " ".join(caption.split()).replace(" ,", ",")
-
-
 def _n_words(caption: str) -> int:
     """Words as training's tokenizer counts them (captions are lowercase words, commas attached)."""
     return len(caption.split())
@@ -556,11 +545,10 @@ def make_captions(attrs: dict[str, str], rng: np.random.Generator, k: int = 10) 
 # --- items, splits, writing --------------------------------------------------------------
 
 def split_of(attrs: dict[str, str], index: int, seed: int) -> str:
-    """'novel' for a held-out (hair, eye) colour pair; otherwise 'test' for ~10% by a hash of (seed, index)."""
+    """'novel' for a held-out (hair, eye) colour pair; otherwise synth.hashed_split (~10% 'test')."""
     if (attrs["hair_colour"], attrs["eye_colour"]) in NOVEL_PAIRS:
         return "novel"
-    h = hashlib.blake2b(f"synthfaces:{seed}:{index}".encode(), digest_size=8).digest()
-    return "test" if int.from_bytes(h, "big") % 100 < TEST_FRACTION_PERCENT else "train"
+    return synth.hashed_split("synthfaces", index, seed)
 
 
 def _check_index_seed(index, seed) -> None:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from t2igan import T2IError
 from t2igan.core.config import DataConfig, OptimConfig, TrainConfig, at_least, in_range, positive
 from t2igan.data.dataset import Batch
 from t2igan.families.base import Family
@@ -73,9 +72,9 @@ class AttnGANStep(_MultiScaleStep):
         self.matching = None  # the CLIP matching loss (model.matching=clip): frozen, not checkpointed nor exported
         if m.matching == "clip" and m.clip_lambda > 0:
             from t2igan.text.clip import load_clip
-            from t2igan.text.clip_matching import CLIPMatching
+            from t2igan.text.clip_matching import CLIPMatching, matching_clip_source
 
-            self.matching = CLIPMatching(load_clip(matching_clip_source(cfg)), m.gamma3)
+            self.matching = CLIPMatching(load_clip(matching_clip_source(m.matching_clip, cfg.text_encoder)), m.gamma3)
             self.frozen.append(self.matching.model)
 
     def frozen_fingerprints(self) -> dict[str, str]:
@@ -140,30 +139,11 @@ class AttnGANStep(_MultiScaleStep):
         return {**logs, "g_loss": g_loss.detach(), "kl": kl.detach(), **{k: v.detach() for k, v in extra.items()}}
 
 
-MATCHING = ("damsm", "clip")
-
-
-def matching_clip_source(cfg) -> str:
-    """The source of load_clip for model.matching=clip: model.matching_clip, else the text encoder's clip: spec."""
-    spec = cfg.model.matching_clip.strip() or (cfg.text_encoder if cfg.text_encoder.startswith("clip:") else "")
-    return spec[len("clip:"):] if spec.startswith("clip:") else spec
-
-
 def check_matching(cfg) -> None:
     """One line for a bad model.matching / matching_clip / clip_lambda, before anything is read or written."""
-    m = cfg.model
-    if m.matching not in MATCHING:
-        raise T2IError(f"{cfg.task}: model.matching={m.matching!r}; choose one of {', '.join(MATCHING)}")
-    if m.matching != "clip":
-        return
-    if m.matching_clip.strip() and not m.matching_clip.strip().startswith("clip:"):
-        raise T2IError(f"{cfg.task}: model.matching_clip={m.matching_clip!r} is not a clip: spec (clip:DIR or clip:ARCH:FILE)")
-    if m.clip_lambda > 0 and not matching_clip_source(cfg):
-        raise T2IError(f"{cfg.task}: model.matching=clip needs a CLIP: set model.matching_clip=clip:DIR (or use a "
-                       f"clip: text encoder); the text encoder here is {cfg.text_encoder!r}")
-    if m.damsm_lambda > 0:
-        raise T2IError(f"{cfg.task}: model.matching=clip replaces the DAMSM loss: set model.damsm_lambda=0 "
-                       f"(got {m.damsm_lambda})")
+    from t2igan.text.clip_matching import check_matching as check_section
+
+    check_section(cfg.model, cfg.text_encoder, key="model", prefix=f"{cfg.task}: ")
 
 
 _classic_build = classic_build(AttnGANStep)

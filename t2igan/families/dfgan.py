@@ -409,25 +409,13 @@ class DFGANStep(StepBase):
                           generator_weights="ema" if ema is not None else "raw")
 
 
-MATCHING = ("damsm", "clip")
-
-
 def check_matching(cfg) -> None:
     """One line for a bad loss.matching / matching_clip / clip_lambda, before anything is read or written."""
-    from t2igan.text.clip_matching import matching_clip_source
+    from t2igan.text.clip_matching import check_matching as check_section
 
     L = cfg.loss
-    if L.matching not in MATCHING:
-        raise T2IError(f"loss.matching={L.matching!r}; choose one of {', '.join(MATCHING)}")
-    if L.matching != "clip":
+    if not check_section(L, cfg.text_encoder, key="loss", replaces="DAMSM term"):
         return
-    if L.matching_clip.strip() and not L.matching_clip.strip().startswith("clip:"):
-        raise T2IError(f"loss.matching_clip={L.matching_clip!r} is not a clip: spec (clip:DIR or clip:ARCH:FILE)")
-    if L.clip_lambda > 0 and not matching_clip_source(L.matching_clip, cfg.text_encoder):
-        raise T2IError(f"loss.matching=clip needs a CLIP: set loss.matching_clip=clip:DIR (or use a clip: text "
-                       f"encoder); the text encoder here is {cfg.text_encoder!r}")
-    if L.damsm_lambda > 0:
-        raise T2IError(f"loss.matching=clip replaces the DAMSM term: set loss.damsm_lambda=0 (got {L.damsm_lambda})")
     for key in ("damsm_warmup", "damsm_decay_steps"):
         if getattr(L, key) > 0:
             raise T2IError(f"loss.{key}={getattr(L, key)} schedules the DAMSM weight; loss.matching=clip has the "

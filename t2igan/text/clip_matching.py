@@ -60,6 +60,32 @@ def sentence_losses_of(img_emb: torch.Tensor, txt_emb: torch.Tensor, gamma3: flo
     return damsm.sentence_loss(up(img_emb), up(txt_emb), gamma3)
 
 
+MATCHING = ("damsm", "clip")
+
+
+def check_matching(section, text_encoder: str, *, key: str, prefix: str = "", replaces: str = "DAMSM loss") -> bool:
+    """One line for a bad ``matching`` / ``matching_clip`` / ``clip_lambda`` of a config section (AttnGAN's
+    ``model``, DF-GAN's ``loss``; ``key`` is its name in the messages), before anything is read or
+    written; True when ``matching`` is clip."""
+    from t2igan import T2IError
+
+    if section.matching not in MATCHING:
+        raise T2IError(f"{prefix}{key}.matching={section.matching!r}; choose one of {', '.join(MATCHING)}")
+    if section.matching != "clip":
+        return False
+    spec = section.matching_clip.strip()
+    if spec and not spec.startswith("clip:"):
+        raise T2IError(f"{prefix}{key}.matching_clip={section.matching_clip!r} is not a clip: spec "
+                       "(clip:DIR or clip:ARCH:FILE)")
+    if section.clip_lambda > 0 and not matching_clip_source(section.matching_clip, text_encoder):
+        raise T2IError(f"{prefix}{key}.matching=clip needs a CLIP: set {key}.matching_clip=clip:DIR (or use a clip: "
+                       f"text encoder); the text encoder here is {text_encoder!r}")
+    if section.damsm_lambda > 0:
+        raise T2IError(f"{prefix}{key}.matching=clip replaces the {replaces}: set {key}.damsm_lambda=0 "
+                       f"(got {section.damsm_lambda})")
+    return True
+
+
 def matching_clip_source(matching_clip: str, text_encoder: str) -> str:
     """The load_clip source of a matching CLIP: ``matching_clip`` (a ``clip:`` spec), else the text
     encoder's own ``clip:`` spec; "" when there is neither."""

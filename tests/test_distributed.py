@@ -31,11 +31,15 @@ from conftest import tiny_overrides
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def torchrun(config: Path, overrides: list[str], nproc: int = 2, worker: Path | None = None) -> None:
+def torchrun(config: Path | None, overrides: list[str], nproc: int = 2, worker: Path | None = None,
+             script: str | None = None, extra: tuple = ()) -> None:
     """`t2igan train CONFIG ...` under torchrun, as a user runs it (or, with ``worker``, the runs it
-    lists trained one after the other in the same two processes: one start-up for all)."""
+    lists trained one after the other in the same two processes: one start-up for all). ``script``:
+    the test file whose ``--worker`` reads ``worker`` (default this one's :func:`_worker`); ``extra``:
+    more arguments for it."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    what = [__file__, "--worker", str(worker)] if worker else ["-m", "t2igan.cli", "train", str(config), *overrides]
+    what = ([script or __file__, "--worker", str(worker), *map(str, extra)] if worker
+            else ["-m", "t2igan.cli", "train", str(config), *overrides])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *what]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -174,7 +178,8 @@ def _worker(runs: Path) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo")  # one group for all the runs (the trainer leaves a group it did not make)
-    for task, overrides in json.loads(runs.read_text()).items():
+    listed = json.loads(runs.read_text())  # {task: overrides}, or [[task, overrides], ...] to train a task twice
+    for task, overrides in (listed.items() if isinstance(listed, dict) else listed):
         build_training(load_config(None, overrides, task=task), resume=False).fit()
     dist.destroy_process_group()
 

@@ -17,20 +17,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
-
-if __name__ == "__main__":  # the worker of test_gan_options_two_processes_equal_one (under torchrun)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pytest
 import torch
 import torch.distributed as dist
 
-from test_distributed import (BIAS_BEFORE_BATCHNORM, ROOT, TOLERANCE, assert_same, family_overrides, initial_weights,
-                              train_here, weights)
+from test_distributed import (BIAS_BEFORE_BATCHNORM, TOLERANCE, assert_same, family_overrides, initial_weights,
+                              torchrun, train_here, weights)
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
 
@@ -70,16 +64,6 @@ NO_GRADIENT = {"netG/vec_to_tensor.out.0.bias", "netG/scale_4.0.res_block.1.2.bi
 def run_overrides(name: str, data: Path, damsm: Path, out: Path, stream: Path) -> list[str]:
     task, opts = RUNS[name]
     return family_overrides(task, data, damsm, out, stream) + [f"{k}={v}" for k, v in opts.items()]
-
-
-def torchrun_runs(runs: Path, nproc: int = 2) -> None:
-    """The runs listed in ``runs`` (``[[task, overrides], ...]``), one after the other in the same
-    torchrun processes (one start-up for all; :func:`test_distributed.torchrun` keys its runs by task)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", __file__,
-           "--worker", str(runs)]
-    r = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 
 # ----------------------------------------------------------------------------- what each option must leave
@@ -136,7 +120,7 @@ def test_gan_options_two_processes_equal_one(tiny_data, tiny_damsm, tmp_path):
     train_here("stream", family_overrides("stream", tiny_data, tiny_damsm, stream))
     runs = [[RUNS[n][0], run_overrides(n, tiny_data, tiny_damsm, tmp_path / f"{n}_two", stream)] for n in RUNS]
     (tmp_path / "runs.json").write_text(json.dumps(runs))
-    torchrun_runs(tmp_path / "runs.json")
+    torchrun(None, [], worker=tmp_path / "runs.json")
     for name, (task, opts) in RUNS.items():
         two = tmp_path / f"{name}_two"
         summary = json.loads((two / "train_summary.json").read_text())
@@ -159,17 +143,3 @@ def test_gan_options_two_processes_equal_one(tiny_data, tiny_damsm, tmp_path):
         for k in ("grad_norm_G", "grad_norm_D"):
             if k in last1:
                 assert math.isclose(last1[k], last2[k], rel_tol=1e-4, abs_tol=1e-6), (name, k, last1[k], last2[k])
-
-
-def _worker(runs: Path) -> None:
-    from t2igan.config import load_config
-    from t2igan.train.run import build_training
-
-    dist.init_process_group("gloo")  # one group for all the runs (the trainer leaves a group it did not make)
-    for task, overrides in json.loads(runs.read_text()):
-        build_training(load_config(None, overrides, task=task), resume=False).fit()
-    dist.destroy_process_group()
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
-    _worker(Path(sys.argv[2]))

@@ -13,8 +13,6 @@ with :func:`assert_same` of tests/test_distributed.py (tolerance below).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,7 +23,7 @@ if __name__ == "__main__":  # the worker of test_srnet_two_processes_equal_one (
 import pytest
 import torch
 
-from test_distributed import assert_same, initial_weights, train_here, weights
+from test_distributed import assert_same, initial_weights, torchrun, train_here, weights
 
 from t2igan.families.srnet import dice_loss, vgg_losses
 
@@ -101,20 +99,11 @@ def overrides(name: str, pairs: Path, vgg19: Path, out: Path) -> list[str]:
     return [f"{k}={v}" for k, v in o.items()]
 
 
-def torchrun_runs(listing: Path, dice: Path) -> None:
-    """The runs of ``listing`` (a JSON list of override lists) trained one after the other in the
-    same two torchrun processes (one start-up for all), then the dice check written to ``dice``."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
-           "--worker", str(listing), str(dice)]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-
-
 def test_srnet_two_processes_equal_one(pairs, vgg19, tmp_path):
     listing = tmp_path / "runs.json"
     listing.write_text(json.dumps([overrides(n, pairs, vgg19, tmp_path / f"{n}_two") for n in RUNS]))
-    torchrun_runs(listing, tmp_path / "dice.pt")
+    # the runs of ``listing`` one after the other in the same two processes, then the dice check
+    torchrun(None, [], worker=listing, script=__file__, extra=(tmp_path / "dice.pt",))
     for n in RUNS:
         summary = json.loads((tmp_path / f"{n}_two" / "train_summary.json").read_text())
         assert summary["processes"] == 2 and summary["step"] == 3, n

@@ -17,8 +17,6 @@ differ by 2000 to 4500 times the allowance (float rounding: < 0.1 of it).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import pytest
 import torch
 
 from conftest import tiny_overrides
-from test_distributed import ROOT, assert_same, initial_weights, train_here, weights
+from test_distributed import assert_same, initial_weights, torchrun, train_here, weights
 
 CLIP = {"model.patch_size": 8, "model.vision_width": 32, "model.vision_layers": 1, "model.vision_heads": 2,
         "model.text_width": 32, "model.text_layers": 1, "model.text_heads": 2, "model.projection_dim": 16,
@@ -92,17 +90,6 @@ def first_gradients(task: str, o: list[str]) -> dict[str, torch.Tensor]:
     return grads
 
 
-def torchrun_runs(listing: Path) -> None:
-    """The runs of ``listing`` (``runs``: name -> [task, overrides], trained one after the other, then
-    ``gradients``: name -> [task, overrides, file], step 0's gradients saved by rank 0) in 2 torchrun
-    processes."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
-           "--worker", str(listing)]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-
-
 def test_text_families_two_processes_equal_one(tiny_data, teacher, tmp_path):
     pytest.importorskip("transformers", reason="task clip and the MiniLM teacher need transformers")
     grad = lambda n, out: overrides(n, tiny_data, teacher, out) + ["optim.grad_clip=0"]  # noqa: E731
@@ -110,7 +97,9 @@ def test_text_families_two_processes_equal_one(tiny_data, teacher, tmp_path):
                "gradients": {n: [task, grad(n, tmp_path / f"{n}_g2"), str(tmp_path / f"{n}.pt")]
                              for n, (task, _) in RUNS.items()}}
     (tmp_path / "runs.json").write_text(json.dumps(listing))
-    torchrun_runs(tmp_path / "runs.json")
+    # the runs of ``runs.json`` (``runs``: name -> [task, overrides], trained one after the other, then
+    # ``gradients``: name -> [task, overrides, file], step 0's gradients saved by rank 0) in 2 processes
+    torchrun(None, [], worker=tmp_path / "runs.json", script=__file__)
     for n, (task, _) in RUNS.items():
         # the averaged gradient is the global batch's: every tensor, the temperature included
         one, two = first_gradients(task, grad(n, tmp_path / f"{n}_g1")), torch.load(tmp_path / f"{n}.pt")

@@ -183,6 +183,7 @@ class TrainConfig:
     batch_size: int = positive(32)
     max_steps: int = positive(10000)  # stop after this many optimiser steps
     max_minutes: float = at_least(0.0, 0)  # also stop after this wall-clock time (0 = no limit)
+    max_cpu_minutes: float = at_least(0.0, 0)  # also stop after this much CPU time of the process, all its threads (0 = no limit)
     seed: int = in_range(0, 0, 2**32 - 1)  # numpy's seed range
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = at_least(0, 0)  # torch CPU threads (0 = torch default)

@@ -271,8 +271,14 @@ class Trainer:
         self.task.export(tmp, self.ema)
         now = time.perf_counter() - self._t0
         ckpt.write_json(tmp / "snapshot.json", {"step": self.step, "minutes_this_run": round(now / 60, 2),
-                                                "train_minutes": round((self._prior_seconds + now) / 60, 2)})
+                                                "train_minutes": round((self._prior_seconds + now) / 60, 2),
+                                                "cpu_minutes": round((self._prior_cpu + self.cpu_seconds()) / 60, 2)})
         ckpt.replace_dir(tmp, final)
+
+    def cpu_seconds(self) -> float:
+        """CPU time of this process (all its threads) since this invocation started training, less the
+        time spent in evaluations during training (train.eval_every): the clock of train.max_cpu_minutes."""
+        return time.process_time() - self._cpu0 - self._cpu_eval
 
     def _frozen_fingerprints(self) -> dict[str, str]:
         """The task's frozen, not checkpointed parts (StepBase.frozen_fingerprints; none for a step without it)."""
@@ -438,14 +444,17 @@ class Trainer:
         writer = SummaryWriter(str(self.out / "logs"), purge_step=self.step if self.resume else None) if main else None
         start_step, t0 = self.step, time.perf_counter()
         self._t0 = t0
-        self._prior_seconds = 0.0  # training wall time of earlier invocations of this run
+        self._cpu0, self._cpu_eval = time.process_time(), 0.0
+        self._prior_seconds = self._prior_cpu = 0.0  # training wall / CPU time of earlier invocations of this run
         if self.resume and (self.out / "train_summary.json").is_file():
             runs = ckpt.read_json(self.out / "train_summary.json").get("runs", [])
             self._prior_seconds = sum(float(r.get("wall_seconds", 0)) for r in runs)
+            self._prior_cpu = sum(float(r.get("cpu_seconds", 0)) for r in runs)
         deadline = t0 + tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
+        cpu_budget = tc.max_cpu_minutes * 60 if tc.max_cpu_minutes > 0 else math.inf
         # with a time limit the step count is open-ended: the bar then counts steps and the
         # postfix shows the time left before max_minutes
-        bar = tqdm(total=tc.max_steps if tc.max_minutes <= 0 else None, initial=self.step,
+        bar = tqdm(total=tc.max_steps if tc.max_minutes <= 0 and tc.max_cpu_minutes <= 0 else None, initial=self.step,
                    desc=f"train {self.cfg.task}", unit="it", disable=not (tc.progress and main), dynamic_ncols=True)
         it = self.batches()
         stopped = "max_steps"
@@ -479,6 +488,8 @@ class Trainer:
                         post["warn"] = monitor.flags()
                     if deadline < math.inf:
                         post["left"] = f"{max(0.0, deadline - time.perf_counter()) / 60:.1f}min"
+                    if cpu_budget < math.inf:
+                        post["cpu_left"] = f"{max(0.0, cpu_budget - self.cpu_seconds()) / 60:.1f}min"
                     bar.set_postfix(post)
                 if main and tc.sample_every and self.step % tc.sample_every == 0:
                     self.write_samples()
@@ -489,15 +500,20 @@ class Trainer:
                 if main and tc.eval_every and self.step % tc.eval_every == 0:
                     from t2igan.eval.during_training import eval_hook
 
+                    c0 = time.process_time()
                     eval_hook(self)
+                    self._cpu_eval += time.process_time() - c0
                 if deadline < math.inf and self.agree(time.perf_counter() > deadline):
                     stopped = "max_minutes"
+                    break
+                if cpu_budget < math.inf and self.agree(self.cpu_seconds() > cpu_budget):
+                    stopped = "max_cpu_minutes"
                     break
         except KeyboardInterrupt:
             stopped = "interrupted"
         finally:
             bar.close()
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, self.cpu_seconds()
         grid = None
         if main:
             self.save_checkpoint()
@@ -505,7 +521,7 @@ class Trainer:
             writer.close()
         summary = {
             "task": self.cfg.task, "step": self.step, "steps_this_run": self.step - start_step,
-            "stopped_by": stopped, "wall_seconds": round(elapsed, 2),
+            "stopped_by": stopped, "wall_seconds": round(elapsed, 2), "cpu_seconds": round(cpu, 2),
             "images_per_s": round((self.step - start_step) * tc.batch_size / max(elapsed, 1e-9), 2),
             "batch_size": tc.batch_size, "processes": self.world.size, "device": str(self.device),
             "threads": torch.get_num_threads(),

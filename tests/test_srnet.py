@@ -241,3 +241,21 @@ def test_vgg_terms_with_a_vgg19_file(pairs, tmp_path):
     logs = [step.train_step(SimpleNamespace(index=torch.arange(4)), k) for k in range(2)]
     assert float(logs[1]["g_vgg_per"]) > 0 and float(logs[1]["g_vgg_style"]) > 0
     assert all(not p.requires_grad for p in step.vgg.parameters())
+
+
+def test_optim_grad_clip_bounds_each_update(pairs):
+    """optim.grad_clip clips the gradient norm of G, D1 and D2, each on its own (0, the reference: untouched)."""
+    def norms(clip: float) -> dict[str, float]:
+        torch.manual_seed(0)
+        cfg = load_config("configs/srnet_synth.yaml", [f"data.root={pairs}", *TINY, f"optim.grad_clip={clip}"])
+        step, _ = fam.build(cfg, load_any(pairs, "train"), False)
+        idx = torch.arange(4)
+        step.train_step(SimpleNamespace(index=idx), 0)
+        step.train_step(SimpleNamespace(index=idx), 1)  # D1, D2 and the generator update
+        return {n: float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in net.parameters()
+                                                               if p.grad is not None])))
+                for n, net in (("G", step.G), ("D1", step.D1), ("D2", step.D2))}
+
+    free, clipped = norms(0.0), norms(1e-3)
+    assert all(v > 1e-2 for v in free.values()), free
+    assert all(v <= 1e-3 * (1 + 1e-4) for v in clipped.values()), clipped

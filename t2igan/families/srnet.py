@@ -216,6 +216,12 @@ class SRNetStep(StepBase):
                   "are off; give a local torchvision vgg19 file to turn them on", file=sys.stderr)
         self.last_g: dict[str, torch.Tensor] = {}
 
+    def grad_clip(self, net: torch.nn.Module) -> tuple[list, float] | None:
+        """``optim.grad_clip``: each update's gradient norm (G, D1, D2 each its own), after the average over
+        the processes; 0 (the reference) = off."""
+        c = self.cfg.optim.grad_clip
+        return (list(net.parameters()), c) if c > 0 else None
+
     def train_step(self, batch, step: int) -> dict[str, torch.Tensor]:
         """Both discriminators, then (every ``g_every``-th step) the generator: the forward passes
         under ``train.precision``'s autocast, the losses in float32, the backwards outside autocast
@@ -237,7 +243,7 @@ class SRNetStep(StepBase):
         self.optimizers["D2"].zero_grad(set_to_none=True)
         self.backward(db + df)  # D1 and D2 share no parameters: the same gradients as two backwards
         for name, net in (("D1", self.D1), ("D2", self.D2)):
-            self.apply_update(name)  # the gradient average (torchrun), then the step
+            self.apply_update(name, self.grad_clip(net))  # the gradient average (torchrun), the clip, then the step
             if S.d_clip > 0:
                 with torch.no_grad():
                     for p in net.parameters():
@@ -267,7 +273,7 @@ class SRNetStep(StepBase):
             g = L.lt * (l_t_l1 + l_sk) + L.lb * (l_b_gan + l_b_l1) + L.lf * l_f
             self.optimizers["G"].zero_grad(set_to_none=True)
             self.backward(g)
-            self.apply_update("G")
+            self.apply_update("G", self.grad_clip(self.G))
             self.D1.requires_grad_(True)
             self.D2.requires_grad_(True)
             self.last_g = {"g_loss": g.detach(), "g_sk_dice": l_sk.detach(), "g_t_l1": l_t_l1.detach(),

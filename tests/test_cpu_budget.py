@@ -42,6 +42,12 @@ def test_stops_on_cpu_time_and_records_it(tiny_data, tiny_damsm, tmp_path):
     build_training(cfg2, resume=True).fit()
     last = json.loads((run / "snapshots" / f"step_{s['step'] + 1:07d}" / "snapshot.json").read_text())
     assert last["cpu_minutes"] >= cpu[-1]
+    # the budget is the run's, not the invocation's: a resume past it takes one step and stops
+    cfg3 = dfgan_config(tiny_data, tiny_damsm, run, **{"train.max_steps": 10 ** 6, "train.max_cpu_minutes": 0.01, "train.max_minutes": 0,
+                                                       "train.snapshot_every": 1})
+    build_training(cfg3, resume=True).fit()
+    s3 = summary(run)
+    assert s3["stopped_by"] == "max_cpu_minutes" and s3["step"] == s["step"] + 2
 
 
 def test_evaluations_during_training_are_not_charged(tiny_data, tiny_damsm, tmp_path, monkeypatch):

@@ -489,7 +489,7 @@ class Trainer:
                     if deadline < math.inf:
                         post["left"] = f"{max(0.0, deadline - time.perf_counter()) / 60:.1f}min"
                     if cpu_budget < math.inf:
-                        post["cpu_left"] = f"{max(0.0, cpu_budget - self.cpu_seconds()) / 60:.1f}min"
+                        post["cpu_left"] = f"{max(0.0, cpu_budget - self._prior_cpu - self.cpu_seconds()) / 60:.1f}min"
                     bar.set_postfix(post)
                 if main and tc.sample_every and self.step % tc.sample_every == 0:
                     self.write_samples()
@@ -506,7 +506,7 @@ class Trainer:
                 if deadline < math.inf and self.agree(time.perf_counter() > deadline):
                     stopped = "max_minutes"
                     break
-                if cpu_budget < math.inf and self.agree(self.cpu_seconds() > cpu_budget):
+                if cpu_budget < math.inf and self.agree(self._prior_cpu + self.cpu_seconds() > cpu_budget):
                     stopped = "max_cpu_minutes"
                     break
         except KeyboardInterrupt:

@@ -256,7 +256,7 @@ def cmd_convert_clip(a) -> None:
 
 
 def cmd_convert_family(a) -> None:
-    from t2igan.convert import convert
+    from t2igan.convert import convert, get
 
     options = {}
     for item in a.set:
@@ -268,7 +268,7 @@ def cmd_convert_family(a) -> None:
     if a.check:
         print("check only: nothing written")
     else:
-        print(f"written to {a.out}; use it as any model folder: t2igan sample {a.out} \"a caption\"")
+        print(f"written to {a.out}; " + get(a.family).use.format(out=a.out))
 
 
 def cmd_eval_embed(a) -> None:

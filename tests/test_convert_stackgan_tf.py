@@ -145,13 +145,18 @@ def test_stage1_checkpoint_v2_and_stage1_of_a_stage2_file(ref, tmp_path):
     assert Pipeline.from_pretrained(tmp_path / "s1b").family == "stackgan_tf_stage1"
 
 
-def _refused(tmp_path, sources, match, **options):
+def refused_conversion(family, tmp_path, sources, match, **options):
+    """``family``'s conversion of ``sources`` fails with one line matching ``match``, writing nothing."""
     out = tmp_path / "out"
     with pytest.raises(T2IError, match=match) as e:
-        convert("stackgan-tf", sources, out, echo=None, **options)
+        convert(family, sources, out, echo=None, **options)
     assert "\n" not in str(e.value)
     assert not out.exists() and not out.with_name("out.tmp").exists()
     return str(e.value)
+
+
+def _refused(tmp_path, sources, match, **options):
+    return refused_conversion("stackgan-tf", tmp_path, sources, match, **options)
 
 
 def test_missing_wrong_shape_unknown_and_foreign_checkpoints_are_one_line(ref, tmp_path):

@@ -26,6 +26,8 @@ CONVERTERS: dict[str, tuple[str, str]] = {
     "stackganpp": ("stackganpp", "StackGAN-v2 / StackGAN++: netG_*.pth + a char-CNN-RNN .t7 or embeddings .pickle"),
     "hdgan": ("hdgan", "HDGAN: G_epoch*.pth [+ D_epoch*.pth] + a char-CNN-RNN .t7 or embeddings .pickle"),
     "stackgan-tf": ("stackgan_tf", "TensorFlow StackGAN stage I/II: MODEL.ckpt (V1, or a V2 .index) + a char-CNN-RNN .t7 or embeddings .pickle"),
+    "stackgan-inception": ("stackgan_inception", "StackGAN's fine-tuned Inception-v3 (TF checkpoint, model.ckpt-N or "
+                                                 "its V2 .index) -> a domain Inception folder for --inception-domain"),
 }
 
 

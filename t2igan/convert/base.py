@@ -280,6 +280,7 @@ class Source:
 
 
 RAW_SUFFIXES = (".t7", ".ckpt", ".index", ".meta")  # not torch.load-able: kind "raw", obj None
+TF_STEP_CKPT = re.compile(r"\.ckpt-\d+$")  # a TensorFlow V1 checkpoint saved with its step: model.ckpt-5000
 
 
 def read_sources(paths: Sequence[str | os.PathLike]) -> list[Source]:
@@ -291,7 +292,7 @@ def read_sources(paths: Sequence[str | os.PathLike]) -> list[Source]:
         if p.resolve() in seen:
             raise T2IError(f"{p}: given twice")
         seen.add(p.resolve())
-        if p.suffix.lower() in RAW_SUFFIXES or ".data-" in p.name:
+        if p.suffix.lower() in RAW_SUFFIXES or ".data-" in p.name or TF_STEP_CKPT.search(p.name):
             if not p.exists():
                 raise T2IError(f"file not found: {p}")
             out.append(Source(p, None, "raw"))  # read by the converter itself (Torch7, TensorFlow)
@@ -450,6 +451,7 @@ class Converter:
     build: Callable[[list[Source], dict], Converted]
     options: tuple[tuple[str, dict], ...] = ()
     help: str = ""
+    use: str = 'use it as any model folder: t2igan sample {out} "a caption"'  # printed after writing
 
 
 def run_converter(conv: Converter, sources: Sequence[str | os.PathLike], out: str | os.PathLike | None,

@@ -43,6 +43,7 @@ from t2igan.convert.base import (
     Converter,
     KeyTable,
     Report,
+    TF_STEP_CKPT,
     Rule,
     Source,
     assign,
@@ -83,7 +84,8 @@ def rules(scope: str, target: str) -> list[Rule]:
 
 
 def is_checkpoint(s: Source) -> bool:
-    return s.kind == "raw" and (s.path.suffix.lower() in (".ckpt", ".index") or ".data-" in s.path.name)
+    return s.kind == "raw" and (s.path.suffix.lower() in (".ckpt", ".index") or ".data-" in s.path.name
+                                or bool(TF_STEP_CKPT.search(s.path.name)))
 
 
 def open_checkpoint(s: Source):

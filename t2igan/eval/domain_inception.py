@@ -19,6 +19,15 @@ short loop as the attribute evaluator's); scored with ``t2igan eval RUN --incept
 per split, accuracy of the generated images on their source image's label (only samples whose
 caption names the label, for attribute labels), IS from its softmax, FID / KID in its 2048-d
 pool features, each beside the real images (the ceiling).
+
+``variant="tf-slim"`` (set by ``t2igan convert stackgan-inception``, StackGAN's released TF-slim
+Inception-v3): the same modules and weights layout, but the 3x3 average pools of the Mixed_5*,
+Mixed_6b-e and Mixed_7b/c branches exclude the zero padding (TF ``avg_pool`` 'SAME'); its batch
+norms have no scale (weight 1). ``resize="pil-bilinear"``: inputs rounded to uint8 levels, resized
+as PIL's bilinear filter does (which ``scipy.misc.imresize`` used): torch bilinear with
+``antialias=True`` over the width, rounded to uint8 levels, then over the height, rounded again;
+as StackGAN's ``inception_score.py`` reads image files (within one uint8 level of Pillow 13).
+The defaults (``torchvision``, ``torch-bilinear``) are the behaviour described above.
 """
 from __future__ import annotations
 
@@ -38,13 +47,16 @@ from t2igan.core import weights as ckpt
 KIND = "domain_inception"
 METRICS_NAME = "metrics.json"
 TRUNK_SKIP = ("fc.", "AuxLogits.")
+VARIANTS = ("torchvision", "tf-slim")
+RESIZES = ("torch-bilinear", "pil-bilinear")
 
 
 class DomainInception(nn.Module):
     """Inception-v3 classifier over ``classes``. forward: float [B, 3, H, W] in [0, 1] -> logits [B, C]."""
 
     def __init__(self, classes: list[str], label: str, input_size: int = 299, init: str = "random",
-                 init_sha256: str | None = None):
+                 init_sha256: str | None = None, variant: str = "torchvision", resize: str = "torch-bilinear",
+                 source: dict | None = None):
         super().__init__()
         import torchvision
 
@@ -52,6 +64,10 @@ class DomainInception(nn.Module):
             raise T2IError(f"model.input_size must be >= 75 (Inception-v3's smallest input), got {input_size}")
         if len(classes) < 2:
             raise T2IError(f"a domain Inception needs >= 2 classes, got {classes}")
+        if variant not in VARIANTS or resize not in RESIZES:
+            raise T2IError(f"domain Inception: variant must be one of {VARIANTS} (got {variant!r}), resize one of "
+                           f"{RESIZES} (got {resize!r})")
+        self.variant, self.resize, self.source = variant, resize, source
         self.classes, self.label, self.input_size = list(classes), label, int(input_size)
         self.init, self.init_sha256 = init, init_sha256  # where the trunk started: a file, or "random"
         self.net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True,
@@ -59,8 +75,11 @@ class DomainInception(nn.Module):
 
     @property
     def config(self) -> dict:
-        return {"classes": self.classes, "label": self.label, "input_size": self.input_size, "init": self.init,
-                "init_sha256": self.init_sha256}
+        cfg = {"classes": self.classes, "label": self.label, "input_size": self.input_size, "init": self.init,
+               "init_sha256": self.init_sha256}
+        if self.variant != "torchvision" or self.resize != "torch-bilinear" or self.source is not None:
+            cfg.update(variant=self.variant, resize=self.resize, source=self.source)
+        return cfg
 
     def load_trunk(self, path: str) -> str:
         """Copy every trunk tensor (all but ``fc`` / ``AuxLogits``) from a torchvision-layout state dict file
@@ -101,8 +120,16 @@ class DomainInception(nn.Module):
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
         x = x.to(next(self.parameters()).device, torch.float32)
+        pil = self.resize == "pil-bilinear"
+        if pil:  # an image file's uint8 levels
+            x = (x.clamp(0, 1) * 255).round() / 255
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+            if pil:  # PIL's two passes (width, then height), each rounded to uint8
+                for size in ((x.shape[-2], self.input_size), (self.input_size, self.input_size)):
+                    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+                    x = (x.clamp(0, 1) * 255).round() / 255
+            else:
+                x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         return 2 * x - 1  # (B, 3, S, S)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,7 +139,8 @@ class DomainInception(nn.Module):
         for name in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
                      "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
                      "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"):
-            x = getattr(n, name)(x)
+            block = getattr(n, name)
+            x = _tf_slim_mixed(block, x) if self.variant == "tf-slim" and name in TF_SLIM_POOLED else block(x)
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,7 +167,8 @@ class DomainInception(nn.Module):
                            "data.root=DATA model.label=LABEL train.out_dir=DIR)")
         cfg, state = ckpt.read_component(d, KIND)
         try:
-            m = cls(cfg["classes"], cfg["label"], cfg["input_size"], cfg.get("init", "random"), cfg.get("init_sha256"))
+            m = cls(cfg["classes"], cfg["label"], cfg["input_size"], cfg.get("init", "random"), cfg.get("init_sha256"),
+                    cfg.get("variant", "torchvision"), cfg.get("resize", "torch-bilinear"), cfg.get("source"))
         except (KeyError, TypeError):
             raise T2IError(f"{d / ckpt.CONFIG}: expected classes, label and input_size") from None
         ckpt.load_state_strict(m, state, str(d / ckpt.WEIGHTS))
@@ -150,12 +179,39 @@ class DomainInception(nn.Module):
         return m.to(device).eval()
 
     def describe(self) -> dict:
-        return {"name": f"domain-tuned Inception-v3 ({self.label}, {len(self.classes)} classes)",
-                "dir": getattr(self, "source_dir", None), "weights_sha256": getattr(self, "weights_sha256", None),
-                "label": self.label, "classes": len(self.classes), "input_size": self.input_size,
-                "trunk_init": self.init, "trunk_init_sha256": self.init_sha256,
-                "resize": f"float [0, 1] (uint8 / 255), torch bilinear to {self.input_size} (align_corners=False), "
-                          "2 x - 1"}
+        out = {"name": f"domain-tuned Inception-v3 ({self.label}, {len(self.classes)} classes)",
+               "dir": getattr(self, "source_dir", None), "weights_sha256": getattr(self, "weights_sha256", None),
+               "label": self.label, "classes": len(self.classes), "input_size": self.input_size,
+               "trunk_init": self.init, "trunk_init_sha256": self.init_sha256,
+               "resize": f"float [0, 1] (uint8 / 255), torch bilinear to {self.input_size} (align_corners=False), "
+                         "2 x - 1"}
+        if self.resize == "pil-bilinear":
+            out["resize"] = (f"float [0, 1] rounded to uint8 levels, PIL's bilinear to {self.input_size} (torch bilinear "
+                             "antialias=True over the width, then the height, each rounded to uint8), 2 x - 1")
+        if self.variant != "torchvision" or self.source is not None:
+            out.update(variant=self.variant, source=self.source)
+        return out
+
+
+TF_SLIM_POOLED = ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7b",
+                  "Mixed_7c")
+
+
+def _tf_slim_mixed(b: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """torchvision's InceptionA / C / E forward with TF-slim's branch pool: the 3x3 average over the
+    window's pixels inside the image (TF ``avg_pool`` 'SAME' excludes the padding)."""
+    pool = b.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False))
+    if hasattr(b, "branch5x5_1"):  # InceptionA
+        mid = [b.branch5x5_2(b.branch5x5_1(x)), b.branch3x3dbl_3(b.branch3x3dbl_2(b.branch3x3dbl_1(x)))]
+    elif hasattr(b, "branch7x7_1"):  # InceptionC
+        mid = [b.branch7x7_3(b.branch7x7_2(b.branch7x7_1(x))),
+               b.branch7x7dbl_5(b.branch7x7dbl_4(b.branch7x7dbl_3(b.branch7x7dbl_2(b.branch7x7dbl_1(x)))))]
+    else:  # InceptionE
+        t = b.branch3x3_1(x)
+        d = b.branch3x3dbl_2(b.branch3x3dbl_1(x))
+        mid = [torch.cat([b.branch3x3_2a(t), b.branch3x3_2b(t)], 1),
+               torch.cat([b.branch3x3dbl_3a(d), b.branch3x3dbl_3b(d)], 1)]
+    return torch.cat([b.branch1x1(x), *mid, pool], 1)
 
 
 # ----------------------------------------------------------------------------- labels
